@@ -1,0 +1,28 @@
+"""The sans-I/O WebTransport-over-HTTP/3 core: bytes and QUIC events in, events and bytes out.
+
+Nothing in this package performs I/O, reads a clock or draws random numbers of its own: the
+caller passes ``now`` and moves the bytes.
+"""
+
+from __future__ import annotations
+
+from .connection import WebTransportProtocol
+from .errors import CreditExhausted, DatagramTooLarge, ProtocolUsageError, ProtocolViolation
+from .quic import AioquicEngine, QuicEngine
+from .settings import LocalLimits
+from .wire import Dialect, H3ErrorCode, app_code_to_h3, h3_to_app_code
+
+__all__ = [
+    "AioquicEngine",
+    "CreditExhausted",
+    "DatagramTooLarge",
+    "Dialect",
+    "H3ErrorCode",
+    "LocalLimits",
+    "ProtocolUsageError",
+    "ProtocolViolation",
+    "QuicEngine",
+    "WebTransportProtocol",
+    "app_code_to_h3",
+    "h3_to_app_code",
+]

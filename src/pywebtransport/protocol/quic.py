@@ -1,0 +1,322 @@
+"""The seam between the WebTransport core and the QUIC engine.
+
+Everything the core needs from QUIC goes through :class:`QuicEngine`, and its events are the
+engine-neutral dataclasses below. :class:`AioquicEngine` is the only implementation today and the
+only module of the project that touches aioquic's ``QuicConnection`` (including the few private
+attributes needed for real backpressure, the datagram size limit and stateless-reset detection;
+each such access is marked ``# aioquic internals``). A faster engine plugs in by implementing the
+protocol below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aioquic.quic import events as qe
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection, QuicConnectionState
+
+Address = Any  # (host, port) or (host, port, flowinfo, scope_id)
+
+_SHORT_HEADER_OVERHEAD = 1 + 2 + 16  # first byte, 2-byte packet number, AEAD tag
+_DATAGRAM_FRAME_OVERHEAD = 1 + 2  # frame type, length varint (payloads < 16384)
+STATELESS_RESET_CODE = -1
+
+
+@dataclass(slots=True)
+class EngineStreamData:
+    stream_id: int
+    data: bytes
+    end_stream: bool
+
+
+@dataclass(slots=True)
+class EngineStreamReset:
+    stream_id: int
+    error_code: int
+
+
+@dataclass(slots=True)
+class EngineStopSending:
+    stream_id: int
+    error_code: int
+
+
+@dataclass(slots=True)
+class EngineDatagram:
+    data: bytes
+
+
+@dataclass(slots=True)
+class EngineHandshakeCompleted:
+    alpn_protocol: str | None
+
+
+@dataclass(slots=True)
+class EngineTerminated:
+    error_code: int
+    reason: str
+    by_peer: bool
+
+
+@dataclass(slots=True)
+class EngineConnectionIdIssued:
+    connection_id: bytes
+
+
+@dataclass(slots=True)
+class EngineConnectionIdRetired:
+    connection_id: bytes
+
+
+EngineEvent = (
+    EngineStreamData
+    | EngineStreamReset
+    | EngineStopSending
+    | EngineDatagram
+    | EngineHandshakeCompleted
+    | EngineTerminated
+    | EngineConnectionIdIssued
+    | EngineConnectionIdRetired
+)
+
+
+class QuicEngine(Protocol):
+    """What the WebTransport core needs from a QUIC implementation. All calls are sans-I/O."""
+
+    is_client: bool
+
+    def connect(self, addr: Address, now: float) -> None: ...
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None: ...
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]: ...
+    def get_timer(self) -> float | None: ...
+    def handle_timer(self, now: float) -> None: ...
+    def pop_events(self) -> list[EngineEvent]: ...
+    def next_stream_id(self, unidirectional: bool) -> int: ...
+    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> bool: ...
+    def reset_stream(self, stream_id: int, error_code: int) -> None: ...
+    def stop_stream(self, stream_id: int, error_code: int) -> None: ...
+    def send_datagram(self, data: bytes) -> None: ...
+    def max_datagram_payload(self) -> int: ...
+    def send_buffered(self, stream_id: int) -> int: ...
+    def close(self, error_code: int, reason: str) -> None: ...
+    def peer_certificate_der(self) -> bytes | None: ...
+    def smoothed_rtt(self) -> float: ...
+    @property
+    def is_closed(self) -> bool: ...
+
+
+class AioquicEngine:
+    """:class:`QuicEngine` on top of aioquic's ``QuicConnection``."""
+
+    def __init__(
+        self,
+        configuration: QuicConfiguration,
+        *,
+        original_destination_connection_id: bytes | None = None,
+    ) -> None:
+        self._quic = QuicConnection(
+            configuration=configuration,
+            original_destination_connection_id=original_destination_connection_id,
+        )
+        self.is_client = configuration.is_client
+        self._max_udp_payload = configuration.max_datagram_size
+        self._closed_locally = False
+        self._terminated = False
+        self._extra: list[EngineEvent] = []
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the connection is terminated or closing."""
+        return self._terminated or self._quic._state in (  # aioquic internals
+            QuicConnectionState.CLOSING,
+            QuicConnectionState.DRAINING,
+            QuicConnectionState.TERMINATED,
+        )
+
+    def connect(self, addr: Address, now: float) -> None:
+        """Start the client handshake towards ``addr``."""
+        self._quic.connect(addr, now=now)
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Feed one UDP payload to the engine."""
+        if self._terminated:
+            return
+        if self._is_stateless_reset(data):
+            self._terminated = True
+            self._extra.append(EngineTerminated(STATELESS_RESET_CODE, "stateless reset", True))
+            return
+        self._quic.receive_datagram(data, addr, now=now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """UDP payloads to transmit now."""
+        if self._terminated:
+            return []
+        return self._quic.datagrams_to_send(now=now)
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` must next be called."""
+        return None if self._terminated else self._quic.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        """Run the engine's timers (loss detection, idle timeout, ...)."""
+        if not self._terminated:
+            self._quic.handle_timer(now=now)
+
+    def pop_events(self) -> list[EngineEvent]:
+        """Return the events produced since the last call, oldest first."""
+        out: list[EngineEvent] = self._extra
+        self._extra = []
+        quic = self._quic
+        while (event := quic.next_event()) is not None:
+            converted = self._convert(event)
+            if converted is not None:
+                out.append(converted)
+        return out
+
+    def _convert(self, event: qe.QuicEvent) -> EngineEvent | None:
+        if isinstance(event, qe.StreamDataReceived):
+            return EngineStreamData(event.stream_id, event.data, event.end_stream)
+        if isinstance(event, qe.DatagramFrameReceived):
+            return EngineDatagram(event.data)
+        if isinstance(event, qe.StreamReset):
+            return EngineStreamReset(event.stream_id, event.error_code)
+        if isinstance(event, qe.StopSendingReceived):
+            return EngineStopSending(event.stream_id, event.error_code)
+        if isinstance(event, qe.HandshakeCompleted):
+            return EngineHandshakeCompleted(event.alpn_protocol)
+        if isinstance(event, qe.ConnectionTerminated):
+            self._terminated = True
+            return EngineTerminated(event.error_code, event.reason_phrase, not self._closed_locally)
+        if isinstance(event, qe.ConnectionIdIssued):
+            return EngineConnectionIdIssued(event.connection_id)
+        if isinstance(event, qe.ConnectionIdRetired):
+            return EngineConnectionIdRetired(event.connection_id)
+        return None
+
+    def next_stream_id(self, unidirectional: bool) -> int:
+        """The ID the next locally opened stream of this kind gets."""
+        return self._quic.get_next_available_stream_id(is_unidirectional=unidirectional)
+
+    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> bool:
+        """Queue stream data. Returns False when the stream can no longer send."""
+        try:
+            self._quic.send_stream_data(stream_id, data, end_stream)
+        except Exception:  # aioquic raises ValueError/AssertionError-like errors here
+            return False
+        return True
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        """Abruptly end our sending side (RESET_STREAM)."""
+        try:
+            self._quic.reset_stream(stream_id, error_code)
+        except Exception:  # the stream is already gone or cannot send
+            pass
+
+    def stop_stream(self, stream_id: int, error_code: int) -> None:
+        """Ask the peer to stop sending (STOP_SENDING)."""
+        try:
+            self._quic.stop_stream(stream_id, error_code)
+        except Exception:  # the stream is already gone or cannot receive
+            pass
+
+    def send_datagram(self, data: bytes) -> None:
+        """Queue a DATAGRAM frame; the caller checked the size."""
+        self._quic.send_datagram_frame(data)
+
+    def max_datagram_payload(self) -> int:
+        """Largest DATAGRAM frame payload that fits in one packet to this peer (0: none)."""
+        remote = self._quic._remote_max_datagram_frame_size  # aioquic internals
+        if not remote:
+            return 0
+        peer_cid = self._quic._peer_cid.cid  # aioquic internals
+        by_packet = (
+            self._max_udp_payload
+            - _SHORT_HEADER_OVERHEAD
+            - len(peer_cid)
+            - _DATAGRAM_FRAME_OVERHEAD
+        )
+        return max(0, min(by_packet, remote - _DATAGRAM_FRAME_OVERHEAD))
+
+    def send_buffered(self, stream_id: int) -> int:
+        """Bytes written on ``stream_id`` that the peer has not acknowledged yet."""
+        stream = self._quic._streams.get(stream_id)  # aioquic internals
+        if stream is None:
+            return 0
+        sender = stream.sender
+        return int(sender._buffer_stop - sender._buffer_start)  # aioquic internals
+
+    def close(self, error_code: int, reason: str) -> None:
+        """Close the connection with an application error code."""
+        if not self._closed_locally and not self._terminated:
+            self._closed_locally = True
+            self._quic.close(error_code=error_code, reason_phrase=reason)
+
+    def peer_certificate_der(self) -> bytes | None:
+        """The DER certificate the peer presented, once the handshake got that far."""
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        cert = self._quic.tls._peer_certificate  # aioquic internals
+        return None if cert is None else cert.public_bytes(Encoding.DER)
+
+    def smoothed_rtt(self) -> float:
+        """The current smoothed round-trip time estimate, in seconds."""
+        return float(self._quic._loss._rtt_smoothed)  # aioquic internals
+
+    def _is_stateless_reset(self, data: bytes) -> bool:
+        """True when ``data`` ends with a stateless reset token the peer gave us."""
+        if len(data) < 21 or data[0] & 0x80:
+            return False
+        tail = data[-16:]
+        quic = self._quic
+        cids = [quic._peer_cid, *quic._peer_cid_available]  # aioquic internals
+        return any(c.stateless_reset_token == tail for c in cids if c.stateless_reset_token)
+
+
+@dataclass(slots=True)
+class PacketRoute:
+    """What a server needs from a packet's header to route it."""
+
+    destination_cid: bytes
+    source_cid: bytes
+    version: int | None
+    is_initial: bool
+    version_supported: bool
+
+
+def route_packet(data: bytes, cid_length: int) -> PacketRoute | None:
+    """Read the routing fields of a QUIC packet; None when it cannot be parsed."""
+    from aioquic.buffer import Buffer
+    from aioquic.quic.packet import QuicPacketType, pull_quic_header
+
+    try:
+        header = pull_quic_header(Buffer(data=data), host_cid_length=cid_length)
+    except Exception:  # aioquic raises ValueError or BufferReadError for garbage
+        return None
+    supported = header.version is None or header.version in _SUPPORTED_VERSIONS
+    return PacketRoute(
+        destination_cid=header.destination_cid,
+        source_cid=header.source_cid,
+        version=header.version,
+        is_initial=header.packet_type == QuicPacketType.INITIAL,
+        version_supported=supported,
+    )
+
+
+def version_negotiation(route: PacketRoute) -> bytes:
+    """A Version Negotiation packet answering ``route``'s unsupported version."""
+    from aioquic.quic.packet import encode_quic_version_negotiation
+
+    return encode_quic_version_negotiation(
+        source_cid=route.destination_cid,
+        destination_cid=route.source_cid,
+        supported_versions=list(_SUPPORTED_VERSIONS),
+    )
+
+
+def _supported_versions() -> tuple[int, ...]:
+    return tuple(QuicConfiguration(is_client=False).supported_versions)
+
+
+_SUPPORTED_VERSIONS = _supported_versions()

@@ -1,0 +1,169 @@
+"""Per-session state inside the core, including session-level flow control.
+
+Theory of operation. A session is born from an extended CONNECT: on the client it starts
+CONNECTING and becomes OPEN on a 2xx response (REJECTED otherwise); on the server it starts
+REQUESTED and becomes OPEN when the application accepts it (REJECTED when it refuses). Streams
+and datagrams that arrive for a session that is not OPEN yet wait in ``early``, bounded in count;
+they are replayed in order when the session opens and refused (WT_BUFFERED_STREAM_REJECTED)
+otherwise. Any state can go to CLOSED; CLOSED is final.
+
+Flow control (drafts 13 to 16) counts payload bytes of all the session's streams and the number
+of streams each side opened, against credit granted by SETTINGS and the WT_MAX_* capsules. It is
+only in force when the dialect has it and the peer advertised credit (see settings.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+
+from .codec import encode_capsule, encode_varint
+from .events import ProtocolEvent
+from .tlv import TLVReader
+from .wire import CapsuleType, Dialect
+
+logger = logging.getLogger(__name__)
+
+
+class SessionPhase(Enum):
+    """Lifecycle of a session inside the core."""
+
+    CONNECTING = "connecting"
+    REQUESTED = "requested"
+    OPEN = "open"
+    REJECTED = "rejected"
+    CLOSED = "closed"
+
+
+# (from, to) pairs a session may take; anything else is a bug in the core.
+_TRANSITIONS = {
+    (SessionPhase.CONNECTING, SessionPhase.OPEN),
+    (SessionPhase.CONNECTING, SessionPhase.REJECTED),
+    (SessionPhase.CONNECTING, SessionPhase.CLOSED),
+    (SessionPhase.REQUESTED, SessionPhase.OPEN),
+    (SessionPhase.REQUESTED, SessionPhase.REJECTED),
+    (SessionPhase.REQUESTED, SessionPhase.CLOSED),
+    (SessionPhase.OPEN, SessionPhase.CLOSED),
+    (SessionPhase.REJECTED, SessionPhase.CLOSED),
+}
+
+_CAPSULES_READ_WHOLE = frozenset(
+    {
+        CapsuleType.CLOSE_SESSION,
+        CapsuleType.DRAIN_SESSION,
+        CapsuleType.WT_MAX_DATA,
+        CapsuleType.WT_MAX_STREAMS_BIDI,
+        CapsuleType.WT_MAX_STREAMS_UNI,
+        CapsuleType.WT_DATA_BLOCKED,
+        CapsuleType.WT_STREAMS_BLOCKED_BIDI,
+        CapsuleType.WT_STREAMS_BLOCKED_UNI,
+    }
+)
+
+
+class FlowControl:
+    """Session-level credit in both directions."""
+
+    __slots__ = (
+        "blocked_sent",
+        "local_max_data",
+        "local_max_streams",
+        "peer_opened",
+        "received",
+        "remote_max_data",
+        "remote_max_streams",
+        "sent",
+        "we_opened",
+        "window",
+        "window_streams",
+    )
+
+    def __init__(self, local: dict[str, int], remote: dict[str, int]) -> None:
+        self.window = local["data"]
+        self.window_streams = {True: local["bidi"], False: local["uni"]}
+        self.local_max_data = local["data"]
+        self.local_max_streams = {True: local["bidi"], False: local["uni"]}
+        self.remote_max_data = remote["data"]
+        self.remote_max_streams = {True: remote["bidi"], False: remote["uni"]}
+        self.sent = 0
+        self.received = 0
+        self.we_opened = {True: 0, False: 0}
+        self.peer_opened = {True: 0, False: 0}
+        self.blocked_sent = False
+
+    def data_credit(self) -> int:
+        """Bytes we may still send in this session."""
+        return self.remote_max_data - self.sent
+
+    def stream_credit(self, bidirectional: bool) -> int:
+        """Streams of this kind we may still open."""
+        return self.remote_max_streams[bidirectional] - self.we_opened[bidirectional]
+
+    def updates(self) -> bytes:
+        """Capsules that raise the peer's credit once half of it is used (empty if none due)."""
+        out = b""
+        if self.received * 2 > self.local_max_data:
+            self.local_max_data = self.received + self.window
+            out += encode_capsule(CapsuleType.WT_MAX_DATA, encode_varint(self.local_max_data))
+        for bidi, ctype in (
+            (True, CapsuleType.WT_MAX_STREAMS_BIDI),
+            (False, CapsuleType.WT_MAX_STREAMS_UNI),
+        ):
+            if self.peer_opened[bidi] * 2 > self.local_max_streams[bidi]:
+                self.local_max_streams[bidi] = self.peer_opened[bidi] + self.window_streams[bidi]
+                out += encode_capsule(ctype, encode_varint(self.local_max_streams[bidi]))
+        return out
+
+
+class SessionState:
+    """Everything the core tracks for one WebTransport session."""
+
+    __slots__ = (
+        "capsules",
+        "close_received",
+        "close_sent",
+        "dialect",
+        "early",
+        "early_bytes",
+        "early_streams",
+        "fc",
+        "phase",
+        "session_id",
+        "streams",
+    )
+
+    def __init__(self, session_id: int, dialect: Dialect, phase: SessionPhase) -> None:
+        self.session_id = session_id
+        self.dialect = dialect
+        self.phase = phase
+        self.streams: set[int] = set()
+        self.early: list[ProtocolEvent] = []
+        self.early_streams = 0
+        self.early_bytes = 0
+        self.fc: FlowControl | None = None
+        self.close_sent = False
+        self.close_received = False
+        self.capsules = TLVReader(
+            is_buffered=_CAPSULES_READ_WHOLE.__contains__,
+            max_buffered=4 + 1024 + 16,
+            too_large_code=0x10E,  # H3_MESSAGE_ERROR: a malformed capsule is a malformed message
+        )
+
+    @property
+    def is_open(self) -> bool:
+        """True while the session carries streams and datagrams."""
+        return self.phase is SessionPhase.OPEN
+
+    @property
+    def is_pending(self) -> bool:
+        """True while the CONNECT is not answered yet."""
+        return self.phase in (SessionPhase.CONNECTING, SessionPhase.REQUESTED)
+
+    def set_phase(self, phase: SessionPhase) -> None:
+        """The one place a session changes phase."""
+        if phase is self.phase:
+            return
+        if (self.phase, phase) not in _TRANSITIONS:
+            raise AssertionError(f"session {self.session_id}: {self.phase} -> {phase}")
+        logger.debug("session %d: %s -> %s", self.session_id, self.phase.value, phase.value)
+        self.phase = phase

@@ -1,0 +1,73 @@
+"""Test certificates made at test time (never committed)."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+@dataclass(frozen=True)
+class TestCert:
+    """A certificate, its key and their PEM files."""
+
+    certificate: x509.Certificate
+    private_key: ec.EllipticCurvePrivateKey
+    certfile: Path
+    keyfile: Path
+
+    @property
+    def sha256(self) -> bytes:
+        """SHA-256 of the DER certificate (what serverCertificateHashes pins)."""
+        return hashlib.sha256(self.certificate.public_bytes(serialization.Encoding.DER)).digest()
+
+
+@cache
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def make_cert(directory: Path, *, names: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
+              days: int = 10) -> TestCert:
+    """Write a self-signed ECDSA P-256 certificate for ``names`` into ``directory``."""
+    key = _key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    sans: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            sans.append(x509.DNSName(name))
+    start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=1)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    certfile = directory / "cert.pem"
+    keyfile = directory / "key.pem"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return TestCert(cert, key, certfile, keyfile)
