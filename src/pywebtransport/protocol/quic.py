@@ -127,6 +127,11 @@ class AioquicEngine:
         self._extra: list[EngineEvent] = []
 
     @property
+    def host_cid(self) -> bytes:
+        """The connection ID this endpoint chose first (servers route by it)."""
+        return self._quic.host_cid
+
+    @property
     def is_closed(self) -> bool:
         """True once the connection is terminated or closing."""
         return self._terminated or self._quic._state in (  # aioquic internals

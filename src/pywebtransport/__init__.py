@@ -1,0 +1,60 @@
+"""pywebtransport: WebTransport over HTTP/3 for asyncio, client and server.
+
+The layers, bottom up: :mod:`pywebtransport.protocol` (the sans-I/O core), the asyncio layer
+(:mod:`.connection`, :mod:`.session`, :mod:`.stream`, :mod:`.datagram`), and the client and server
+APIs (:mod:`pywebtransport.client`, :mod:`pywebtransport.server`).
+"""
+
+from __future__ import annotations
+
+from .client import WebTransportClient
+from .config import ClientConfig, ServerConfig
+from .datagram import WebTransportDatagramTransport
+from .exceptions import (
+    CertificateError,
+    ClientError,
+    ConfigurationError,
+    ConnectionError,
+    DatagramError,
+    FlowControlError,
+    HandshakeError,
+    ProtocolError,
+    ServerError,
+    SessionError,
+    StreamError,
+    TimeoutError,
+    WebTransportError,
+)
+from .server import ServerApp, WebTransportServer
+from .session import SessionState, WebTransportSession
+from .stream import WebTransportReceiveStream, WebTransportSendStream, WebTransportStream
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CertificateError",
+    "ClientConfig",
+    "ClientError",
+    "ConfigurationError",
+    "ConnectionError",
+    "DatagramError",
+    "FlowControlError",
+    "HandshakeError",
+    "ProtocolError",
+    "ServerApp",
+    "ServerConfig",
+    "ServerError",
+    "SessionError",
+    "SessionState",
+    "StreamError",
+    "TimeoutError",
+    "WebTransportClient",
+    "WebTransportDatagramTransport",
+    "WebTransportError",
+    "WebTransportReceiveStream",
+    "WebTransportSendStream",
+    "WebTransportServer",
+    "WebTransportSession",
+    "WebTransportStream",
+    "__version__",
+]

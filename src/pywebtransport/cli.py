@@ -1,0 +1,400 @@
+"""Command-line interface: ``python -m pywebtransport {serve,connect,cert}``.
+
+- ``serve`` runs the echo server (route ``/echo``) and, over plain HTTP on the same machine, the
+  demo page that talks to it from a browser. Once both listen it prints one line
+  ``READY udp=<port> http=<port> hash=<hex>``, and one ``REPORT <json>`` line for every summary
+  the demo page posts.
+- ``connect`` opens a session to a URL, measures stream and datagram round trips and exits 0 on
+  success; failures exit with a distinct status and a one-line explanation.
+- ``cert generate`` writes a browser-compatible self-signed certificate and prints its hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import os
+import signal
+import ssl
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pywebtransport import (
+    ClientConfig,
+    ServerApp,
+    ServerConfig,
+    WebTransportClient,
+    WebTransportServer,
+    WebTransportSession,
+)
+from pywebtransport import exceptions as errors
+from pywebtransport.server.certificate import format_hash, generate_self_signed_certificate
+from pywebtransport.server.echo import echo_handler
+from pywebtransport.web import PageServer, demo_page
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 3
+EXIT_REJECTED = 4
+EXIT_CERTIFICATE = 5
+
+ECHO_PATH = "/echo"
+BROWSER_MAX_DAYS = 14
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+
+
+class _UsageError(Exception):
+    """A command-line value that parsed but makes no sense."""
+
+
+# ------------------------------------------------------------------------------------- parser
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pywebtransport", description="WebTransport over HTTP/3: demo server and client."
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the echo server and the browser demo page")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=4433, help="UDP port (default 4433, 0 = any)")
+    serve.add_argument(
+        "--http-port", type=_port, default=None, help="TCP port of the demo page (default: --port)"
+    )
+    serve.add_argument("--cert", help="PEM certificate (default: a fresh self-signed one)")
+    serve.add_argument("--key", help="PEM private key for --cert")
+    serve.set_defaults(handler=_run_serve)
+
+    connect = commands.add_parser("connect", help="measure round trips against an echo server")
+    connect.add_argument("url", help="https://host:port/path of a WebTransport echo endpoint")
+    trust = connect.add_mutually_exclusive_group()
+    trust.add_argument("--cert-hash", help="SHA-256 of the server certificate (hex)")
+    trust.add_argument("--ca", help="PEM file of trusted certificate authorities")
+    trust.add_argument("--insecure", action="store_true", help="do not verify the certificate")
+    connect.add_argument("--count", type=_positive_int, default=10, help="round trips of each kind")
+    connect.add_argument("--size", type=_positive_int, default=1024, help="payload bytes")
+    connect.add_argument(
+        "--timeout", type=_positive_float, default=10.0, help="seconds for connect and each step"
+    )
+    connect.set_defaults(handler=_run_connect)
+
+    cert = commands.add_parser("cert", help="certificate tools")
+    cert_commands = cert.add_subparsers(dest="cert_command", required=True, metavar="ACTION")
+    generate = cert_commands.add_parser("generate", help="write cert.pem and key.pem")
+    generate.add_argument("--out-dir", default=".", help="directory to write into (default .)")
+    generate.add_argument("--days", type=_positive_int, default=10, help="validity (default 10)")
+    generate.add_argument("--force", action="store_true", help="overwrite existing files")
+    generate.set_defaults(handler=_run_cert_generate)
+    return parser
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line and return the exit status.
+
+    Args:
+        argv: Arguments without the program name (default ``sys.argv[1:]``).
+
+    Returns:
+        0 on success; 1 failure, 2 usage, 3 timeout, 4 session rejected, 5 certificate problem.
+    """
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO
+    logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else level)
+    try:
+        status: int = args.handler(args)
+    except _UsageError as error:
+        parser.error(str(error))  # exits with status 2
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _fail(text: str, status: int = EXIT_FAILURE) -> int:
+    print(f"error: {text}", file=sys.stderr, flush=True)
+    return status
+
+
+# ------------------------------------------------------------------------------------- serve
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    if (args.cert is None) != (args.key is None):
+        raise _UsageError("--cert and --key go together")
+    return asyncio.run(_serve(args))
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="pywebtransport-") as temp_dir:
+        if args.cert is not None:
+            certfile, keyfile = args.cert, args.key
+            try:
+                digest = _certificate_file_hash(Path(certfile))
+            except (OSError, ValueError) as error:
+                return _fail(f"cannot read the certificate {certfile}: {error}")
+        else:
+            bundle = generate_self_signed_certificate()
+            certfile, keyfile = str(Path(temp_dir) / "cert.pem"), str(Path(temp_dir) / "key.pem")
+            bundle.write(certfile=certfile, keyfile=keyfile)
+            digest = bundle.sha256
+        return await _serve_with(args, certfile=certfile, keyfile=keyfile, digest=digest)
+
+
+def _certificate_file_hash(path: Path) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    return x509.load_pem_x509_certificate(path.read_bytes()).fingerprint(hashes.SHA256())
+
+
+async def _serve_with(
+    args: argparse.Namespace, *, certfile: str, keyfile: str, digest: bytes
+) -> int:
+    config = ServerConfig(certfile=certfile, keyfile=keyfile, host=args.host, port=args.port)
+    app = ServerApp(config=config)
+    app.route(ECHO_PATH)(echo_handler)
+    server = WebTransportServer(config=config, app=app)
+    pages = PageServer()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            await server.listen(host=args.host, port=args.port)
+        except OSError as error:
+            return _fail(f"cannot listen on UDP {args.host}:{args.port}: {error}")
+        udp_port = int(server.local_address[1])
+        _add_demo_routes(pages, args.host, udp_port, digest)
+        http_port = args.port if args.http_port is None else args.http_port
+        try:
+            await pages.start(host=args.host, port=http_port)
+        except OSError as error:
+            return _fail(f"cannot listen on TCP {args.host}:{http_port}: {error}")
+        hex_hash = format_hash(digest)
+        _say(
+            f"WebTransport echo server on https://{_display_host(args.host)}:{udp_port}{ECHO_PATH}"
+        )
+        _say(f"Certificate SHA-256: {hex_hash}")
+        _say(f"Open http://{_display_host(args.host)}:{pages.port}/ in a browser")
+        _say(f"READY udp={udp_port} http={pages.port} hash={hex_hash}")
+        await stop.wait()
+        _say("stopping")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await pages.close()
+        await server.close()
+    return EXIT_OK
+
+
+def _display_host(host: str) -> str:
+    if host in _WILDCARD_HOSTS:
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _add_demo_routes(pages: PageServer, host: str, udp_port: int, digest: bytes) -> None:
+    url = (
+        None if host in _WILDCARD_HOSTS else f"https://{_display_host(host)}:{udp_port}{ECHO_PATH}"
+    )
+    config = {"url": url, "port": udp_port, "path": ECHO_PATH, "certificateHash": digest.hex()}
+    pages.add_get("/", demo_page())
+    pages.add_get("/config.json", json.dumps(config).encode(), content_type="application/json")
+
+    async def on_report(report: Any) -> None:
+        _say(f"REPORT {json.dumps(report, separators=(',', ':'))}")
+
+    pages.add_post("/report", on_report)
+
+
+# ------------------------------------------------------------------------------------- connect
+
+
+@dataclass
+class _RoundTrips:
+    rtts: list[float]
+    attempted: int
+    size: int
+
+    def describe(self, name: str) -> str:
+        line = f"{name}: {len(self.rtts)}/{self.attempted} round trips of {self.size} bytes"
+        if not self.rtts:
+            return line
+        median = statistics.median(self.rtts)
+        return (
+            f"{line}, median {median * 1e3:.3f} ms, p95 {_percentile(self.rtts, 95) * 1e3:.3f} ms"
+        )
+
+
+def _percentile(values: Sequence[float], percent: float) -> float:
+    ordered = sorted(values)
+    rank = max(1, math.ceil(percent / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _run_connect(args: argparse.Namespace) -> int:
+    config = _client_config(args)
+    return asyncio.run(_connect(args, config))
+
+
+def _client_config(args: argparse.Namespace) -> ClientConfig:
+    if args.cert_hash is not None:
+        digest_hex = args.cert_hash.replace(":", "").strip()
+        try:
+            digest = bytes.fromhex(digest_hex)
+        except ValueError:
+            digest = b""
+        if len(digest) != 32:
+            raise _UsageError("--cert-hash must be 64 hex digits (a SHA-256)")
+        return ClientConfig(connect_timeout=args.timeout, server_certificate_hashes=[digest])
+    if args.ca is not None:
+        if not os.path.isfile(args.ca):
+            raise _UsageError(f"--ca file not found: {args.ca}")
+        return ClientConfig(connect_timeout=args.timeout, ca_certs=args.ca)
+    if args.insecure:
+        return ClientConfig(connect_timeout=args.timeout, verify_mode=ssl.CERT_NONE)
+    return ClientConfig(connect_timeout=args.timeout)
+
+
+async def _connect(args: argparse.Namespace, config: ClientConfig) -> int:
+    try:
+        async with WebTransportClient(config=config) as client:
+            started = time.perf_counter()
+            session = await client.connect(url=args.url, timeout=args.timeout)
+            _say(f"connected to {args.url} in {(time.perf_counter() - started) * 1e3:.3f} ms")
+            try:
+                streams = await _stream_round_trips(session, args.count, args.size, args.timeout)
+                _say(streams.describe("bidirectional streams"))
+                datagrams = await _datagram_round_trips(session, args.count, args.size)
+                _say(datagrams.describe("datagrams"))
+            finally:
+                await session.close()
+    except errors.CertificateError as error:
+        hint = "pass --cert-hash, --ca or --insecure"
+        return _fail(f"certificate verification failed for {args.url}: {error} ({hint})", 5)
+    except errors.HandshakeError as error:
+        return _fail(f"the server rejected the session: {_status_text(error)}", EXIT_REJECTED)
+    except TimeoutError as error:  # also pywebtransport's TimeoutError, a subclass
+        detail = f": {error}" if str(error) else ""
+        return _fail(f"timed out after {args.timeout:g} s{detail}", EXIT_TIMEOUT)
+    except errors.ConfigurationError as error:
+        return _fail(f"invalid URL or settings: {error}", EXIT_USAGE)
+    except errors.ConnectionError as error:
+        return _fail(f"could not connect to {args.url}: {error}")
+    except errors.WebTransportError as error:
+        return _fail(f"{type(error).__name__}: {error}")
+    if len(streams.rtts) < streams.attempted:
+        return _fail("some stream round trips did not echo the payload")
+    if not datagrams.rtts:
+        return _fail("no datagram came back")
+    return EXIT_OK
+
+
+def _status_text(error: errors.HandshakeError) -> str:
+    if error.status:
+        return f"HTTP status {error.status}"
+    return f"the request was reset ({error})"
+
+
+async def _stream_round_trips(
+    session: WebTransportSession, count: int, size: int, timeout: float
+) -> _RoundTrips:
+    result = _RoundTrips(rtts=[], attempted=count, size=size)
+    for index in range(count):
+        payload = bytes((index + i) & 0xFF for i in range(size))
+        started = time.perf_counter()
+        async with asyncio.timeout(timeout):
+            stream = await session.create_bidirectional_stream()
+            await stream.write(payload, end_stream=True)
+            echoed = await stream.read_all(max_size=size)
+        if echoed == payload:
+            result.rtts.append(time.perf_counter() - started)
+        else:
+            logger.warning("stream %d echoed %d bytes, not the payload", index, len(echoed))
+    return result
+
+
+async def _datagram_round_trips(
+    session: WebTransportSession, count: int, size: int, *, wait: float = 1.0
+) -> _RoundTrips:
+    datagrams = session.datagrams
+    length = max(4, min(size, datagrams.max_datagram_size))
+    result = _RoundTrips(rtts=[], attempted=count, size=length)
+    for seq in range(count):
+        payload = struct.pack("!I", seq) + bytes((seq + i) & 0xFF for i in range(length - 4))
+        started = time.perf_counter()
+        await datagrams.send(payload)
+        try:
+            async with asyncio.timeout(wait):
+                while (answer := await datagrams.receive()) != payload:
+                    logger.debug("ignoring a late or foreign datagram of %d bytes", len(answer))
+        except TimeoutError:
+            logger.info("datagram %d was not echoed within %g s", seq, wait)
+            continue
+        result.rtts.append(time.perf_counter() - started)
+    return result
+
+
+# ------------------------------------------------------------------------------------- cert
+
+
+def _run_cert_generate(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out_dir)
+    certfile, keyfile = out_dir / "cert.pem", out_dir / "key.pem"
+    existing = [str(path) for path in (certfile, keyfile) if path.exists()]
+    if existing and not args.force:
+        return _fail(f"refusing to overwrite {', '.join(existing)} (use --force)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bundle = generate_self_signed_certificate(validity_days=args.days)
+    bundle.write(certfile=str(certfile), keyfile=str(keyfile))
+    _say(f"wrote {certfile} and {keyfile}")
+    _say(f"SHA-256: {format_hash(bundle.sha256)}")
+    if args.days > BROWSER_MAX_DAYS:
+        _say(
+            f"warning: browsers accept serverCertificateHashes only for certificates valid for at "
+            f"most {BROWSER_MAX_DAYS} days; this one is valid for {args.days}"
+        )
+    return EXIT_OK

@@ -1,0 +1,404 @@
+"""WebTransportClient: opens sessions, one QUIC connection per session."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aioquic.quic.configuration import QuicConfiguration
+
+from ..config import ClientConfig
+from ..connection import WebTransportConnection
+from ..constants import ALPN_H3
+from ..exceptions import (
+    CertificateError,
+    ClientError,
+    ConnectionError,
+    TimeoutError,
+    WebTransportError,
+)
+from ..protocol import AioquicEngine, ProtocolUsageError, WebTransportProtocol
+from ..session import WebTransportSession
+from ._url import ParsedURL, parse_url
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .reconnecting import ReconnectingClient
+
+logger = logging.getLogger(__name__)
+
+URL = str
+Headers = dict[str, str]
+_CRYPTO_ERROR_FIRST, _CRYPTO_ERROR_LAST = 0x100, 0x1FF
+
+
+@dataclass(kw_only=True)
+class ClientStats:
+    """Aggregated connection statistics of a client (times from ``time.monotonic()``)."""
+
+    created_at: float = field(default_factory=time.monotonic)
+    connections_attempted: int = 0
+    connections_successful: int = 0
+    connections_failed: int = 0
+    total_connect_time: float = 0.0
+    min_connect_time: float = float("inf")
+    max_connect_time: float = 0.0
+
+    @property
+    def avg_connect_time(self) -> float:
+        """Mean connect time of successful connections (0.0 before any)."""
+        if not self.connections_successful:
+            return 0.0
+        return self.total_connect_time / self.connections_successful
+
+    @property
+    def success_rate(self) -> float:
+        """Successful / attempted connections (1.0 before any attempt)."""
+        if not self.connections_attempted:
+            return 1.0
+        return self.connections_successful / self.connections_attempted
+
+    def record(self, *, ok: bool, elapsed: float) -> None:
+        """Count one finished attempt."""
+        self.connections_attempted += 1
+        if ok:
+            self.connections_successful += 1
+            self.total_connect_time += elapsed
+            self.min_connect_time = min(self.min_connect_time, elapsed)
+            self.max_connect_time = max(self.max_connect_time, elapsed)
+        else:
+            self.connections_failed += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-serialisable counters."""
+        return {
+            "created_at": self.created_at,
+            "connections_attempted": self.connections_attempted,
+            "connections_successful": self.connections_successful,
+            "connections_failed": self.connections_failed,
+            "total_connect_time": self.total_connect_time,
+            "min_connect_time": None if self.min_connect_time == float("inf")
+            else self.min_connect_time,
+            "max_connect_time": self.max_connect_time,
+            "avg_connect_time": self.avg_connect_time,
+            "success_rate": self.success_rate,
+        }
+
+
+class _ClientEndpoint(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.conn: WebTransportConnection | None = None
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.conn is not None:
+            self.conn.datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        if self.conn is not None:
+            self.conn.error_received(exc)
+
+
+class WebTransportClient:
+    """Opens WebTransport sessions. Use inside ``async with``.
+
+    Args:
+        config: how to connect (defaults: verification on, 10 s connect timeout).
+    """
+
+    def __init__(self, *, config: ClientConfig | None = None) -> None:
+        self._config = config or ClientConfig()
+        self._default_headers: Headers = {}
+        self._entered = False
+        self._closed = False
+        self._sessions: set[WebTransportSession] = set()
+        self._connections: set[WebTransportConnection] = set()
+        self._stats = ClientStats()
+        self._last_error: str | None = None
+
+    @classmethod
+    def create(
+        cls, *, url: URL, config: ClientConfig | None = None
+    ) -> WebTransportClient | ReconnectingClient:
+        """A :class:`ReconnectingClient` when ``config.auto_reconnect``, else a plain client."""
+        if config is not None and config.auto_reconnect:
+            from .reconnecting import ReconnectingClient
+
+            return ReconnectingClient.create(url=url, config=config)
+        return cls(config=config)
+
+    # ----------------------------------------------------------------------------- properties
+
+    @property
+    def config(self) -> ClientConfig:
+        """The client's configuration."""
+        return self._config
+
+    @property
+    def is_closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._closed
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Connection statistics (see :class:`ClientStats`), plus live counts."""
+        out = self._stats.to_dict()
+        out["active_sessions"] = len(self._sessions)
+        out["active_connections"] = len(self._connections)
+        return out
+
+    @property
+    def client_stats(self) -> ClientStats:
+        """The :class:`ClientStats` object itself."""
+        return self._stats
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("open" if self._entered else "new")
+        return f"<WebTransportClient {state} sessions={len(self._sessions)}>"
+
+    # ----------------------------------------------------------------------------- life cycle
+
+    async def __aenter__(self) -> WebTransportClient:
+        if self._closed:
+            raise ClientError("client is closed")
+        self._entered = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every session and connection this client opened. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for session in list(self._sessions):
+            try:
+                await session.close()
+            except WebTransportError:
+                pass
+        for conn in list(self._connections):
+            conn.close()
+        self._sessions.clear()
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise ClientError("client is closed")
+        if not self._entered:
+            raise ClientError("use the client inside 'async with'")
+
+    def set_default_headers(self, *, headers: Headers) -> None:
+        """Headers sent with every later :meth:`connect` (after the config's headers)."""
+        self._default_headers = {k.lower(): v for k, v in headers.items()}
+
+    # ----------------------------------------------------------------------------- connect
+
+    def _merged_headers(self, headers: Headers | None) -> list[tuple[bytes, bytes]]:
+        merged: dict[str, str] = {}
+        if self._config.user_agent:
+            merged["user-agent"] = self._config.user_agent
+        for source in (self._config.headers, self._default_headers, headers or {}):
+            for name, value in source.items():
+                merged[name.lower()] = value
+        return [(k.encode(), v.encode()) for k, v in merged.items()]
+
+    async def connect(
+        self, *, url: URL, timeout: float | None = None, headers: Headers | None = None
+    ) -> WebTransportSession:
+        """Open a session to ``url`` within one deadline.
+
+        Raises:
+            ConfigurationError: the URL is malformed or not https.
+            TimeoutError: the deadline passed.
+            HandshakeError: the server answered a non-2xx status (``.status``).
+            CertificateError: TLS verification or hash pinning failed.
+            ConnectionError: unreachable, refused, or no WebTransport on the server.
+            ClientError: the client is not entered or closed.
+        """
+        self._check_usable()
+        target = parse_url(url)
+        deadline = self._config.connect_timeout if timeout is None else timeout
+        start = time.monotonic()
+        conn: WebTransportConnection | None = None
+        holder: list[WebTransportConnection] = []
+        try:
+            async with asyncio.timeout(deadline):
+                session = await self._open(target, self._merged_headers(headers), holder)
+        except asyncio.TimeoutError:
+            self._failed(holder, f"timeout after {deadline} s")
+            raise TimeoutError(f"no session with {url} within {deadline} s") from None
+        except WebTransportError as exc:
+            self._failed(holder, str(exc))
+            raise
+        except BaseException:
+            self._failed(holder, "cancelled")
+            raise
+        conn = holder[0]
+        self._stats.record(ok=True, elapsed=time.monotonic() - start)
+        self._sessions.add(session)
+        session._closed.add_done_callback(lambda _: self._sessions.discard(session))
+        conn.add_close_callback(self._connections.discard)
+        return session
+
+    def _failed(self, holder: list[WebTransportConnection], reason: str) -> None:
+        self._stats.record(ok=False, elapsed=0.0)
+        self._last_error = reason
+        for conn in holder:
+            conn.close(code=0x10C, reason="connect failed")  # H3_REQUEST_CANCELLED
+
+    def _quic_configuration(self, host: str) -> QuicConfiguration:
+        cfg = self._config
+        qc = QuicConfiguration(
+            is_client=True,
+            alpn_protocols=[ALPN_H3],
+            idle_timeout=cfg.idle_timeout,
+            max_datagram_frame_size=65536,
+            max_datagram_size=cfg.max_datagram_size,
+            server_name=host,
+            congestion_control_algorithm=cfg.congestion_control,
+        )
+        if cfg.server_certificate_hashes:
+            qc.verify_mode = ssl.CERT_NONE  # the hash check below replaces chain verification
+        else:
+            qc.verify_mode = cfg.verify_mode
+            if cfg.ca_certs:
+                qc.load_verify_locations(cafile=cfg.ca_certs)
+        if cfg.certfile and cfg.keyfile:
+            qc.load_cert_chain(cfg.certfile, cfg.keyfile)
+        return qc
+
+    async def _open(
+        self,
+        target: ParsedURL,
+        headers: list[tuple[bytes, bytes]],
+        holder: list[WebTransportConnection],
+    ) -> WebTransportSession:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise ConnectionError(f"cannot resolve {target.host}: {exc}") from None
+        family, _, _, _, addr = infos[0]
+        endpoint = _ClientEndpoint()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: endpoint, remote_addr=addr[:2], family=family
+            )
+        except OSError as exc:
+            raise ConnectionError(f"cannot reach {target.authority}: {exc}") from None
+        cfg = self._config
+        protocol = WebTransportProtocol(
+            AioquicEngine(self._quic_configuration(target.host)),
+            stream_send_buffer=cfg.stream_buffer_size,
+        )
+        conn = WebTransportConnection(
+            protocol,
+            sendto=lambda data, _addr: transport.sendto(data),
+            remote_address=addr,
+            datagram_queue_size=cfg.datagram_queue_size,
+        )
+        endpoint.conn = conn
+        conn.add_close_callback(lambda _c: transport.close())
+        holder.append(conn)
+        self._connections.add(conn)
+        protocol.connect(addr, loop.time())
+        conn.transmit()
+        await self._handshake(conn)
+        return await self._request(conn, target, headers)
+
+    async def _handshake(self, conn: WebTransportConnection) -> None:
+        try:
+            await conn.handshake_done
+        except ConnectionError as exc:
+            code = exc.error_code or 0
+            if _CRYPTO_ERROR_FIRST <= code <= _CRYPTO_ERROR_LAST:
+                raise CertificateError(f"TLS handshake failed: {exc.message}", error_code=code) from None
+            raise
+        pins = self._config.server_certificate_hashes
+        if pins:
+            der = conn.protocol.engine.peer_certificate_der()
+            digest = hashlib.sha256(der).digest() if der else b""
+            if digest not in pins:
+                conn.close(code=0x12A, reason="certificate hash mismatch")  # bad_certificate
+                raise CertificateError(
+                    f"server certificate SHA-256 {digest.hex()} is not among the pinned hashes"
+                )
+        await conn.settings_received
+        if conn.protocol.dialect is None:
+            raise ConnectionError("the server's SETTINGS do not offer WebTransport")
+
+    async def _request(
+        self,
+        conn: WebTransportConnection,
+        target: ParsedURL,
+        headers: list[tuple[bytes, bytes]],
+    ) -> WebTransportSession:
+        try:
+            sid = conn.protocol.open_session(
+                authority=target.authority, path=target.path, headers=headers
+            )
+        except ProtocolUsageError as exc:
+            raise ConnectionError(str(exc)) from None
+        session = WebTransportSession(
+            conn, sid, path=target.path, headers=[], remote_address=conn.remote_address
+        )
+        conn.add_session(session)
+        conn.transmit()
+        await session.ready()
+        return session
+
+    # ----------------------------------------------------------------------------- diagnostics
+
+    def debug_state(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot of the client's state."""
+        return {
+            "is_closed": self._closed,
+            "entered": self._entered,
+            "stats": self.stats,
+            "last_error": self._last_error,
+            "default_headers": dict(self._default_headers),
+            "sessions": [
+                {
+                    "session_id": s.session_id,
+                    "path": s.path,
+                    "state": s.state.value,
+                    "remote_address": list(s.remote_address[:2]) if s.remote_address else None,
+                }
+                for s in self._sessions
+            ],
+            "config": {
+                "connect_timeout": self._config.connect_timeout,
+                "idle_timeout": self._config.idle_timeout,
+                "verify_mode": int(self._config.verify_mode),
+                "pinned_hashes": len(self._config.server_certificate_hashes),
+            },
+        }
+
+    def diagnose_issues(self) -> list[str]:
+        """Human-readable findings about the client's health (empty when healthy)."""
+        issues: list[str] = []
+        stats = self._stats
+        if self._closed:
+            issues.append("client is closed")
+        if stats.connections_attempted >= 4 and stats.success_rate < 0.9:
+            issues.append(
+                f"low connection success rate: {stats.success_rate:.0%} of "
+                f"{stats.connections_attempted} attempts"
+                + (f" (last error: {self._last_error})" if self._last_error else "")
+            )
+        if stats.connections_successful and stats.avg_connect_time > 1.0:
+            issues.append(f"slow connects: {stats.avg_connect_time * 1000:.0f} ms on average")
+        if self._config.verify_mode == ssl.CERT_NONE and not self._config.server_certificate_hashes:
+            issues.append("TLS certificate verification is disabled")
+        return issues

@@ -1,0 +1,173 @@
+"""Client and server configuration: keyword-only dataclasses with validated fields."""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from . import constants as c
+from .exceptions import ConfigurationError
+
+
+class _ConfigBase:
+    """create / from_dict / to_dict / update / copy shared by both configs."""
+
+    @classmethod
+    def create(cls, **kwargs: Any) -> Self:
+        """Build a config from keyword arguments (unknown names raise ConfigurationError)."""
+        return cls.from_dict(kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Build a config from a mapping of field names to values."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigurationError(f"unknown setting {unknown[0]!r}", field=unknown[0])
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (copies of containers)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, list) else (
+                dict(value) if isinstance(value, dict) else value
+            )
+        return out
+
+    def update(self, **kwargs: Any) -> Self:
+        """A new config with some fields changed (validated)."""
+        data = self.to_dict()
+        data.update(kwargs)
+        return self.from_dict(data)
+
+    def copy(self) -> Self:
+        """An independent copy."""
+        return self.from_dict(self.to_dict())
+
+
+def _positive(obj: object, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise ConfigurationError(f"{name} must be a positive number, got {value!r}", field=name)
+
+
+def _check_udp_payload(value: int) -> None:
+    if not 1200 <= value <= 65527:
+        raise ConfigurationError(
+            f"max_datagram_size must be within 1200..65527, got {value}", field="max_datagram_size"
+        )
+
+
+@dataclass(kw_only=True)
+class ClientConfig(_ConfigBase):
+    """How a client connects.
+
+    Attributes:
+        connect_timeout: one deadline for QUIC, TLS and the CONNECT response, in seconds.
+        idle_timeout: QUIC idle timeout; a silent connection is declared lost after it.
+        verify_mode: TLS verification (``ssl.CERT_REQUIRED`` by default).
+        ca_certs: a PEM file of trusted CAs (the system store when None).
+        server_certificate_hashes: SHA-256 digests of accepted server certificates; when given,
+            the certificate is accepted if and only if its hash is listed (like the browser's
+            ``serverCertificateHashes``).
+        headers: headers sent with every CONNECT.
+        user_agent: the ``user-agent`` header (None: not sent).
+        max_datagram_size: UDP payload size of the packets we send.
+        stream_buffer_size: unacknowledged bytes one stream may queue before write() waits.
+        datagram_queue_size: datagrams buffered per session in each direction.
+        auto_reconnect, max_retries, retry_delay, retry_backoff, max_retry_delay:
+            reconnection policy of ReconnectingClient (negative max_retries: forever).
+    """
+
+    connect_timeout: float = c.DEFAULT_CONNECT_TIMEOUT
+    idle_timeout: float = c.DEFAULT_IDLE_TIMEOUT
+    verify_mode: ssl.VerifyMode = ssl.CERT_REQUIRED
+    ca_certs: str | None = None
+    server_certificate_hashes: list[bytes] = field(default_factory=list)
+    certfile: str | None = None
+    keyfile: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    user_agent: str | None = c.DEFAULT_USER_AGENT
+    max_datagram_size: int = c.DEFAULT_MAX_UDP_PAYLOAD
+    stream_buffer_size: int = c.DEFAULT_STREAM_SEND_BUFFER
+    datagram_queue_size: int = c.DEFAULT_DATAGRAM_QUEUE
+    congestion_control: str = "reno"
+    auto_reconnect: bool = False
+    max_retries: int = 5
+    retry_delay: float = 1.0
+    retry_backoff: float = 2.0
+    max_retry_delay: float = 30.0
+
+    def __post_init__(self) -> None:
+        _positive(self, "connect_timeout", "idle_timeout", "stream_buffer_size",
+                  "datagram_queue_size", "retry_delay", "max_retry_delay")
+        _check_udp_payload(self.max_datagram_size)
+        if self.retry_backoff < 1.0:
+            raise ConfigurationError("retry_backoff must be >= 1.0", field="retry_backoff")
+        for digest in self.server_certificate_hashes:
+            if not isinstance(digest, bytes) or len(digest) != 32:
+                raise ConfigurationError(
+                    "server_certificate_hashes holds 32-byte SHA-256 digests",
+                    field="server_certificate_hashes",
+                )
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ConfigurationError("certfile and keyfile go together", field="certfile")
+        if self.congestion_control not in ("reno", "cubic"):
+            raise ConfigurationError("congestion_control is 'reno' or 'cubic'",
+                                     field="congestion_control")
+
+
+@dataclass(kw_only=True)
+class ServerConfig(_ConfigBase):
+    """How a server listens and what it allows.
+
+    Attributes:
+        host, port: where to listen (``port=0`` picks a free port).
+        certfile, keyfile: the TLS certificate chain and key (PEM).
+        idle_timeout: QUIC idle timeout.
+        max_datagram_size: UDP payload size of the packets we send.
+        max_sessions_per_connection: sessions one connection may hold at once.
+        max_connections: QUIC connections served at once; new ones beyond are refused.
+        stream_buffer_size: unacknowledged bytes one stream may queue before write() waits.
+        datagram_queue_size: datagrams buffered per session in each direction.
+        initial_max_data, initial_max_streams_bidi, initial_max_streams_uni: session flow
+            control credit granted to peers that use it (drafts 13 to 16).
+        max_header_size: largest encoded request header section accepted.
+        session_accept_timeout: seconds a request may wait for the application's decision.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = c.DEFAULT_PORT
+    certfile: str | None = None
+    keyfile: str | None = None
+    idle_timeout: float = c.DEFAULT_IDLE_TIMEOUT
+    max_datagram_size: int = c.DEFAULT_MAX_UDP_PAYLOAD
+    max_sessions_per_connection: int = c.DEFAULT_MAX_SESSIONS_PER_CONNECTION
+    max_connections: int = 10000
+    stream_buffer_size: int = c.DEFAULT_STREAM_SEND_BUFFER
+    datagram_queue_size: int = c.DEFAULT_DATAGRAM_QUEUE
+    initial_max_data: int = 16 * 1024 * 1024
+    initial_max_streams_bidi: int = 100
+    initial_max_streams_uni: int = 100
+    max_header_size: int = c.DEFAULT_MAX_HEADER_SIZE
+    session_accept_timeout: float = 10.0
+    congestion_control: str = "reno"
+
+    def __post_init__(self) -> None:
+        _positive(self, "idle_timeout", "max_sessions_per_connection", "max_connections",
+                  "stream_buffer_size", "datagram_queue_size", "initial_max_data",
+                  "initial_max_streams_bidi", "initial_max_streams_uni", "max_header_size",
+                  "session_accept_timeout")
+        _check_udp_payload(self.max_datagram_size)
+        if not 0 <= self.port <= 65535:
+            raise ConfigurationError(f"port {self.port} is out of range", field="port")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ConfigurationError("certfile and keyfile go together", field="certfile")
+        if self.congestion_control not in ("reno", "cubic"):
+            raise ConfigurationError("congestion_control is 'reno' or 'cubic'",
+                                     field="congestion_control")

@@ -1,0 +1,126 @@
+"""Datagrams of one session: size-checked sends, a bounded receive queue, honest counters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import DatagramError, SessionError, TimeoutError
+from .protocol import DatagramTooLarge, ProtocolUsageError
+
+if TYPE_CHECKING:
+    from .session import WebTransportSession
+
+
+@dataclass
+class DatagramStats:
+    """Datagram counters of one session."""
+
+    sent: int = 0
+    received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    dropped_incoming: int = 0  # arrived while the receive queue was full (oldest dropped)
+    rejected_outgoing: int = 0  # refused by send(): too large or no datagram support
+
+
+class WebTransportDatagramTransport:
+    """Send and receive the datagrams of one session.
+
+    ``max_datagram_size`` is the real payload limit: what fits in one QUIC packet after the
+    packet, frame and session-ID overheads. A larger payload raises :class:`DatagramError`
+    before anything is queued, so one bad datagram never holds up the ones after it.
+    """
+
+    def __init__(self, session: WebTransportSession, *, queue_size: int) -> None:
+        self._session = session
+        self._conn = session._conn
+        self._queue: deque[bytes] = deque()
+        self._queue_size = queue_size
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed_error: Exception | None = None
+        self._stats = DatagramStats()
+
+    @property
+    def max_datagram_size(self) -> int:
+        """Largest payload :meth:`send` accepts on this connection (0: peer has no datagrams)."""
+        return self._conn.protocol.max_datagram_size(self._session.session_id)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters; nothing dropped goes uncounted."""
+        return asdict(self._stats)
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Send one datagram.
+
+        Raises:
+            DatagramError: larger than :attr:`max_datagram_size`, or no datagram support.
+            SessionError: the session is closed.
+        """
+        payload = bytes(data)
+        if self._closed_error is not None:
+            raise self._closed_error
+        try:
+            self._conn.protocol.send_datagram(self._session.session_id, payload)
+        except DatagramTooLarge as exc:
+            self._stats.rejected_outgoing += 1
+            raise DatagramError(str(exc)) from None
+        except ProtocolUsageError as exc:
+            raise SessionError(str(exc)) from None
+        self._stats.sent += 1
+        self._stats.bytes_sent += len(payload)
+        self._conn.schedule_transmit()
+
+    async def receive(self, *, timeout: float | None = None) -> bytes:
+        """Wait for the next datagram.
+
+        Raises:
+            TimeoutError: none arrived within ``timeout`` seconds.
+            SessionError: the session closed and the queue is empty.
+        """
+        while not self._queue:
+            if self._closed_error is not None:
+                raise self._closed_error
+            if self._waiter is not None:
+                raise DatagramError("another coroutine is already receiving")
+            self._waiter = self._conn.loop.create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._waiter
+            except builtins_timeout:
+                raise TimeoutError(f"no datagram within {timeout} s") from None
+            finally:
+                self._waiter = None
+        return self._queue.popleft()
+
+    async def send_json(self, obj: Any) -> None:
+        """Send ``obj`` as compact JSON in one datagram."""
+        await self.send(json.dumps(obj, separators=(",", ":")).encode())
+
+    async def receive_json(self, *, timeout: float | None = None) -> Any:
+        """Receive one datagram and decode it as JSON."""
+        return json.loads(await self.receive(timeout=timeout))
+
+    def _feed(self, data: bytes) -> None:
+        if len(self._queue) >= self._queue_size:
+            self._queue.popleft()
+            self._stats.dropped_incoming += 1
+        self._queue.append(data)
+        self._stats.received += 1
+        self._stats.bytes_received += len(data)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, exc: Exception) -> None:
+        self._closed_error = exc
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+builtins_timeout = asyncio.TimeoutError

@@ -1,0 +1,129 @@
+"""The exceptions pywebtransport raises, all under one root.
+
+::
+
+    WebTransportError (error_code, message)
+    ├── ConfigurationError      a setting or argument is invalid (names the field)
+    ├── ConnectionError         unreachable, refused, lost, closed (also builtins.ConnectionError)
+    │   └── CertificateError    TLS verification or certificate-hash pinning failed
+    ├── HandshakeError          the server answered the CONNECT with a non-2xx status (.status)
+    ├── TimeoutError            a deadline passed (also builtins.TimeoutError)
+    ├── ClientError             a client object was misused (closed, not entered)
+    ├── ServerError             a server object was misused or could not start
+    ├── SessionError            the session is closed or not usable
+    ├── StreamError             the stream was reset/stopped by the peer, or is closed
+    ├── DatagramError           a datagram could not be sent (too large, no support)
+    ├── FlowControlError        session flow control refused the operation
+    └── ProtocolError           the peer broke the protocol
+"""
+
+from __future__ import annotations
+
+import builtins
+
+
+class WebTransportError(Exception):
+    """Root of every pywebtransport exception.
+
+    Attributes:
+        message: human-readable description.
+        error_code: the wire or application code involved, when there is one.
+    """
+
+    def __init__(self, message: str = "", *, error_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_code = error_code
+
+    def __str__(self) -> str:
+        if self.error_code is None:
+            return self.message
+        return f"{self.message} (code {self.error_code:#x})"
+
+
+class ConfigurationError(WebTransportError, ValueError):
+    """A configuration field or argument is invalid.
+
+    Attributes:
+        field: the name of the offending field, when there is one.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ConnectionError(WebTransportError, builtins.ConnectionError):  # noqa: A001
+    """The connection could not be made or was lost."""
+
+
+class CertificateError(ConnectionError):
+    """The server's certificate failed verification or did not match a pinned hash."""
+
+
+class HandshakeError(WebTransportError):
+    """The server refused the session.
+
+    Attributes:
+        status: the HTTP status the server answered (0 when it reset the request instead).
+        headers: the response headers.
+    """
+
+    def __init__(
+        self, message: str, *, status: int, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
+class TimeoutError(WebTransportError, builtins.TimeoutError):  # noqa: A001
+    """A deadline passed."""
+
+
+class ClientError(WebTransportError):
+    """A client object was used outside its lifetime (not entered, or closed)."""
+
+
+class ServerError(WebTransportError):
+    """A server object was misused or could not start."""
+
+
+class SessionError(WebTransportError):
+    """The session is closed or cannot do what was asked."""
+
+
+class StreamError(WebTransportError):
+    """A stream failed: reset or stopped by the peer, or used after it closed.
+
+    ``error_code`` is the peer's 32-bit application code when the peer reset or stopped it.
+    """
+
+
+class DatagramError(WebTransportError):
+    """A datagram could not be sent."""
+
+
+class FlowControlError(WebTransportError):
+    """Session flow control refused the operation."""
+
+
+class ProtocolError(WebTransportError):
+    """The peer violated the protocol."""
+
+
+__all__ = [
+    "CertificateError",
+    "ClientError",
+    "ConfigurationError",
+    "ConnectionError",
+    "DatagramError",
+    "FlowControlError",
+    "HandshakeError",
+    "ProtocolError",
+    "ServerError",
+    "SessionError",
+    "StreamError",
+    "TimeoutError",
+    "WebTransportError",
+]

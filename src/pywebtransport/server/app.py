@@ -1,0 +1,181 @@
+"""ServerApp: routes, middleware and hooks on top of :class:`WebTransportServer`.
+
+A request is matched against exact routes (``{name}`` segments capture path parameters), then
+full-match regex routes, then the default handler; no match answers 404. Middleware runs before
+the handler and may reject with a real HTTP status. The session is accepted, the handler runs,
+and the session is closed when the handler returns (code 0) or raises (code 1, logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..config import ServerConfig
+from ..exceptions import ConfigurationError, SessionError
+from ..session import WebTransportSession, accept_session, reject_session
+from .server import SessionHandler, WebTransportServer
+
+logger = logging.getLogger(__name__)
+
+#: A middleware returns None to let the request through or an HTTP status to reject it.
+Middleware = Callable[[WebTransportSession], Awaitable[int | None]]
+Hook = Callable[[], Awaitable[None]]
+
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _compile_path(path: str) -> re.Pattern[str] | None:
+    """A regex for a path with ``{name}`` segments, or None for a plain path."""
+    if "{" not in path:
+        return None
+    pattern = ""
+    pos = 0
+    for match in _PARAM.finditer(path):
+        pattern += re.escape(path[pos : match.start()]) + f"(?P<{match.group(1)}>[^/]+)"
+        pos = match.end()
+    return re.compile(pattern + re.escape(path[pos:]))
+
+
+class ServerApp:
+    """A WebTransport application: routes sessions to handlers.
+
+    Args:
+        config: the server configuration used by :meth:`run` and :meth:`serve`.
+    """
+
+    def __init__(self, *, config: ServerConfig | None = None) -> None:
+        self.config = config or ServerConfig()
+        self._exact: dict[str, SessionHandler] = {}
+        self._params: list[tuple[re.Pattern[str], SessionHandler]] = []
+        self._patterns: list[tuple[re.Pattern[str], SessionHandler]] = []
+        self._default: SessionHandler | None = None
+        self.middleware: list[Middleware] = []
+        self._startup_hooks: list[Hook] = []
+        self._shutdown_hooks: list[Hook] = []
+        self.server: WebTransportServer | None = None
+
+    # ----------------------------------------------------------------------------- registration
+
+    def route(self, path: str) -> Callable[[SessionHandler], SessionHandler]:
+        """Decorator: handle sessions whose path (without query) is ``path``."""
+        if not path.startswith("/"):
+            raise ConfigurationError(f"route {path!r} must start with '/'", field="path")
+
+        def register(handler: SessionHandler) -> SessionHandler:
+            compiled = _compile_path(path)
+            if compiled is None:
+                self._exact[path] = handler
+            else:
+                self._params.append((compiled, handler))
+            return handler
+
+        return register
+
+    def pattern_route(self, pattern: str) -> Callable[[SessionHandler], SessionHandler]:
+        """Decorator: handle sessions whose path fully matches the regex ``pattern``."""
+        compiled = re.compile(pattern)
+
+        def register(handler: SessionHandler) -> SessionHandler:
+            self._patterns.append((compiled, handler))
+            return handler
+
+        return register
+
+    def default(self, handler: SessionHandler) -> SessionHandler:
+        """Decorator: handle sessions no route matches (instead of answering 404)."""
+        self._default = handler
+        return handler
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Run ``middleware`` before every handler, in the order added."""
+        self.middleware.append(middleware)
+
+    def on_startup(self, hook: Hook) -> Hook:
+        """Decorator: run ``hook`` when the server starts listening."""
+        self._startup_hooks.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: Hook) -> Hook:
+        """Decorator: run ``hook`` when the server closes."""
+        self._shutdown_hooks.append(hook)
+        return hook
+
+    # ----------------------------------------------------------------------------- dispatch
+
+    def resolve(self, path: str) -> tuple[SessionHandler, dict[str, str]] | None:
+        """The handler and path parameters for a request path, or None."""
+        bare = urlsplit(path).path
+        handler = self._exact.get(bare)
+        if handler is not None:
+            return handler, {}
+        for compiled, handler in self._params:
+            match = compiled.fullmatch(bare)
+            if match is not None:
+                return handler, match.groupdict()
+        for compiled, handler in self._patterns:
+            match = compiled.fullmatch(bare)
+            if match is not None:
+                return handler, match.groupdict()
+        if self._default is not None:
+            return self._default, {}
+        return None
+
+    async def _handle(self, session: WebTransportSession) -> bool:
+        """Run one session through middleware and its handler. Returns True if accepted."""
+        resolved = self.resolve(session.path)
+        if resolved is None:
+            reject_session(session, status=404)
+            return False
+        handler, params = resolved
+        session.path_params = params
+        for middleware in self.middleware:
+            status = await middleware(session)
+            if status is not None:
+                reject_session(session, status=status)
+                return False
+        try:
+            accept_session(session)
+        except SessionError:
+            return False
+        try:
+            await handler(session)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("handler for %s raised", session.path)
+            await session.close(code=1, reason="handler error")
+            return True
+        await session.close()
+        return True
+
+    async def _startup(self) -> None:
+        for hook in self._startup_hooks:
+            await hook()
+
+    async def _shutdown(self) -> None:
+        for hook in self._shutdown_hooks:
+            await hook()
+
+    # ----------------------------------------------------------------------------- running
+
+    async def serve(self, *, host: str | None = None, port: int | None = None, **_: Any) -> None:
+        """Listen and serve until cancelled or the server is closed."""
+        server = WebTransportServer(config=self.config, app=self)
+        self.server = server
+        await server.listen(host=host, port=port)
+        try:
+            await server.serve_forever()
+        finally:
+            await server.close()
+
+    def run(self, *, host: str | None = None, port: int | None = None) -> None:
+        """Blocking: serve until interrupted (Ctrl-C)."""
+        try:
+            asyncio.run(self.serve(host=host, port=port))
+        except KeyboardInterrupt:
+            pass

@@ -1,0 +1,281 @@
+"""The WebTransport server: one UDP socket, many QUIC connections routed by connection ID."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from aioquic.quic.configuration import QuicConfiguration
+
+from ..config import ServerConfig
+from ..connection import WebTransportConnection
+from ..constants import ALPN_H3
+from ..exceptions import ServerError
+from ..protocol import AioquicEngine, LocalLimits, WebTransportProtocol
+from ..protocol import events as ev
+from ..protocol.quic import route_packet, version_negotiation
+from ..session import WebTransportSession, reject_session
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .app import ServerApp
+
+logger = logging.getLogger(__name__)
+
+SessionHandler = Callable[[WebTransportSession], Awaitable[None]]
+_MIN_INITIAL_SIZE = 1200  # RFC 9000 14.1: clients pad Initial packets to 1200 bytes
+
+
+@dataclass
+class ServerStats:
+    """Server counters."""
+
+    connections_accepted: int = 0
+    connections_active: int = 0
+    sessions_requested: int = 0
+    sessions_accepted: int = 0
+    sessions_rejected: int = 0
+    sessions_active: int = 0
+    packets_dropped: int = 0
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    def __init__(self, server: WebTransportServer) -> None:
+        self._server = server
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._server._datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        logger.debug("server socket error: %s", exc)
+
+
+class WebTransportServer:
+    """Accepts WebTransport sessions on one UDP port.
+
+    Args:
+        config: listening address, certificate and limits.
+        app: the :class:`ServerApp` whose routes handle sessions (all requests are answered
+            404 without one).
+    """
+
+    def __init__(self, *, config: ServerConfig, app: ServerApp | None = None) -> None:
+        if config.certfile is None or config.keyfile is None:
+            raise ServerError("a server needs certfile and keyfile")
+        self.config = config
+        self.app = app
+        self._quic_config = self._build_quic_config()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._routes: dict[bytes, WebTransportConnection] = {}
+        self._cids: dict[WebTransportConnection, set[bytes]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stats = ServerStats()
+        self._serving: asyncio.Future[None] | None = None
+        self._closing = False
+
+    def _build_quic_config(self) -> QuicConfiguration:
+        cfg = self.config
+        qc = QuicConfiguration(
+            is_client=False,
+            alpn_protocols=[ALPN_H3],
+            idle_timeout=cfg.idle_timeout,
+            max_datagram_frame_size=65536,
+            max_datagram_size=cfg.max_datagram_size,
+            congestion_control_algorithm=cfg.congestion_control,
+        )
+        try:
+            qc.load_cert_chain(cfg.certfile, cfg.keyfile)  # type: ignore[arg-type]
+        except (OSError, ValueError) as exc:
+            raise ServerError(f"cannot load certificate: {exc}") from exc
+        return qc
+
+    # ----------------------------------------------------------------------------- life cycle
+
+    async def listen(self, *, host: str | None = None, port: int | None = None) -> None:
+        """Bind the UDP socket and start accepting connections."""
+        if self._transport is not None:
+            raise ServerError("already listening")
+        host = self.config.host if host is None else host
+        port = self.config.port if port is None else port
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Endpoint(self), local_addr=(host, port), family=family
+            )
+        except OSError as exc:
+            raise ServerError(f"cannot listen on {host}:{port}: {exc}") from exc
+        self._transport = transport
+        self._serving = loop.create_future()
+        if self.app is not None:
+            await self.app._startup()
+        logger.info("listening on %s", self.local_address)
+
+    @property
+    def local_address(self) -> tuple[Any, ...]:
+        """The bound (host, port, ...) address."""
+        if self._transport is None:
+            raise ServerError("not listening")
+        return tuple(self._transport.get_extra_info("sockname"))
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters of connections and sessions."""
+        self._stats.connections_active = len(self._cids)
+        self._stats.sessions_active = sum(len(c.sessions) for c in self._cids)
+        return asdict(self._stats)
+
+    @property
+    def connections(self) -> list[WebTransportConnection]:
+        """The QUIC connections currently open."""
+        return list(self._cids)
+
+    async def serve_forever(self) -> None:
+        """Serve until :meth:`close` is called."""
+        if self._serving is None:
+            raise ServerError("call listen() first")
+        await asyncio.shield(self._serving)
+
+    async def close(self) -> None:
+        """Stop accepting, close every session and connection, release the port."""
+        if self._closing:
+            return
+        self._closing = True
+        for conn in list(self._cids):
+            for session in conn.sessions:
+                await session.close(code=0, reason="server shutting down")
+            conn.close(code=0x100, reason="server shutting down")
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.app is not None:
+            await self.app._shutdown()
+        if self._transport is not None:
+            self._transport.close()
+        if self._serving is not None and not self._serving.done():
+            self._serving.set_result(None)
+
+    async def __aenter__(self) -> WebTransportServer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ----------------------------------------------------------------------------- packets
+
+    def _datagram_received(self, data: bytes, addr: Any) -> None:
+        route = route_packet(data, self._quic_config.connection_id_length)
+        if route is None:
+            self._stats.packets_dropped += 1
+            return
+        conn = self._routes.get(route.destination_cid)
+        if conn is not None:
+            conn.datagram_received(data, addr)
+            return
+        if not route.version_supported and route.version is not None:
+            assert self._transport is not None
+            self._transport.sendto(version_negotiation(route), addr)
+            return
+        if not route.is_initial or len(data) < _MIN_INITIAL_SIZE or self._closing:
+            self._stats.packets_dropped += 1
+            return
+        if len(self._cids) >= self.config.max_connections:
+            self._stats.packets_dropped += 1
+            return
+        conn = self._new_connection(route.destination_cid, addr)
+        conn.datagram_received(data, addr)
+
+    def _new_connection(self, original_dcid: bytes, addr: Any) -> WebTransportConnection:
+        cfg = self.config
+        engine = AioquicEngine(self._quic_config, original_destination_connection_id=original_dcid)
+        protocol = WebTransportProtocol(
+            engine,
+            limits=LocalLimits(
+                max_sessions=cfg.max_sessions_per_connection,
+                initial_max_data=cfg.initial_max_data,
+                initial_max_streams_bidi=cfg.initial_max_streams_bidi,
+                initial_max_streams_uni=cfg.initial_max_streams_uni,
+            ),
+            max_header_size=cfg.max_header_size,
+            stream_send_buffer=cfg.stream_buffer_size,
+        )
+        transport = self._transport
+        assert transport is not None
+        conn = WebTransportConnection(
+            protocol,
+            sendto=transport.sendto,
+            remote_address=addr,
+            datagram_queue_size=cfg.datagram_queue_size,
+            on_event=self._on_event,
+        )
+        cids = {original_dcid, engine.host_cid}
+        self._cids[conn] = cids
+        for cid in cids:
+            self._routes[cid] = conn
+        conn.add_close_callback(self._forget_connection)
+        self._stats.connections_accepted += 1
+        return conn
+
+    def _forget_connection(self, conn: WebTransportConnection) -> None:
+        for cid in self._cids.pop(conn, set()):
+            if self._routes.get(cid) is conn:
+                del self._routes[cid]
+
+    def _on_event(self, conn: WebTransportConnection, event: ev.ProtocolEvent) -> None:
+        if isinstance(event, ev.ConnectionIdIssued):
+            self._cids[conn].add(event.connection_id)
+            self._routes[event.connection_id] = conn
+        elif isinstance(event, ev.ConnectionIdRetired):
+            self._cids.get(conn, set()).discard(event.connection_id)
+            if self._routes.get(event.connection_id) is conn:
+                del self._routes[event.connection_id]
+        elif isinstance(event, ev.SessionRequested):
+            self._on_session_requested(conn, event)
+
+    # ----------------------------------------------------------------------------- sessions
+
+    def _on_session_requested(self, conn: WebTransportConnection, event: ev.SessionRequested) -> None:
+        self._stats.sessions_requested += 1
+        session = WebTransportSession(
+            conn,
+            event.session_id,
+            path=event.path,
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers],
+            remote_address=conn.remote_address,
+        )
+        conn.add_session(session)
+        if self._closing or len(conn.sessions) > self.config.max_sessions_per_connection:
+            self._stats.sessions_rejected += 1
+            reject_session(session, status=429)
+            return
+        task = asyncio.get_running_loop().create_task(self._run_session(session))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_session(self, session: WebTransportSession) -> None:
+        try:
+            if self.app is None:
+                reject_session(session, status=404)
+                self._stats.sessions_rejected += 1
+                return
+            accepted = await self.app._handle(session)
+            if accepted:
+                self._stats.sessions_accepted += 1
+            else:
+                self._stats.sessions_rejected += 1
+        except asyncio.CancelledError:
+            await session.close(code=0, reason="server shutting down")
+            raise
+        except Exception:
+            logger.exception("session %d on %s failed", session.session_id, session.path)
+            await session.close(code=1, reason="internal server error")

@@ -1,0 +1,415 @@
+"""WebTransport sessions for asyncio.
+
+A session object is created by the connection when a CONNECT is sent (client) or received
+(server). Its state moves CONNECTING -> READY -> (DRAINING) -> CLOSED through :meth:`_set_state`
+only. When the session or its connection ends for any reason, :meth:`_on_closed` wakes every
+waiter at once: blocked reads and writes raise, ``wait_closed()`` returns, ``is_ready`` is false.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from .datagram import WebTransportDatagramTransport
+from .exceptions import FlowControlError, SessionError, StreamError, TimeoutError
+from .protocol import CreditExhausted, ProtocolUsageError
+from .stream import WebTransportReceiveStream, WebTransportSendStream, WebTransportStream
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .connection import WebTransportConnection
+
+logger = logging.getLogger(__name__)
+
+AnyStream = WebTransportStream | WebTransportReceiveStream | WebTransportSendStream
+IncomingStream = WebTransportStream | WebTransportReceiveStream
+
+
+class SessionState(Enum):
+    """Lifecycle of a session."""
+
+    CONNECTING = "connecting"
+    READY = "ready"
+    DRAINING = "draining"
+    CLOSED = "closed"
+
+
+@dataclass
+class SessionStats:
+    """Counters of one session (times are ``time.monotonic()`` values)."""
+
+    created_at: float = 0.0
+    ready_at: float | None = None
+    closed_at: float | None = None
+    streams_opened: int = 0
+    streams_accepted: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+
+class WebTransportSession:
+    """One WebTransport session: streams, datagrams and its close.
+
+    Use as ``async with session:`` to close it on exit.
+    """
+
+    def __init__(
+        self,
+        conn: WebTransportConnection,
+        session_id: int,
+        *,
+        path: str,
+        headers: list[tuple[str, str]],
+        remote_address: Any,
+    ) -> None:
+        self._conn = conn
+        self._session_id = session_id
+        self._path = path
+        self._headers = headers
+        self._remote_address = remote_address
+        self._state = SessionState.CONNECTING
+        self._protocol: str | None = None
+        self._close_code: int | None = None
+        self._close_reason: str | None = None
+        self._closed_error: Exception | None = None
+        self._streams: dict[int, AnyStream] = {}
+        self._incoming: deque[IncomingStream] = deque()
+        self._incoming_waiter: asyncio.Future[None] | None = None
+        self._credit_waiter: asyncio.Future[None] | None = None
+        self._ready = conn.loop.create_future()
+        self._closed = conn.loop.create_future()
+        self._datagrams: WebTransportDatagramTransport | None = None
+        self._stats = SessionStats(created_at=time.monotonic())
+        self.path_params: dict[str, str] = {}
+
+    # ----------------------------------------------------------------------------- properties
+
+    @property
+    def session_id(self) -> int:
+        """The session ID (the CONNECT stream's ID)."""
+        return self._session_id
+
+    @property
+    def path(self) -> str:
+        """Request path, with query, without fragment."""
+        return self._path
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Request headers (server) or response headers (client); later duplicates win."""
+        return dict(self._headers)
+
+    @property
+    def state(self) -> SessionState:
+        """Current lifecycle state."""
+        return self._state
+
+    @property
+    def is_ready(self) -> bool:
+        """True while the session can carry streams and datagrams."""
+        return self._state in (SessionState.READY, SessionState.DRAINING)
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the session has ended."""
+        return self._state is SessionState.CLOSED
+
+    @property
+    def remote_address(self) -> Any:
+        """The peer's address (on a server: the client's real address)."""
+        return self._conn.remote_address
+
+    @property
+    def protocol(self) -> str | None:
+        """The negotiated subprotocol, if any."""
+        return self._protocol
+
+    @property
+    def close_code(self) -> int | None:
+        """The application code the session closed with (None while open)."""
+        return self._close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The reason the session closed with (None while open)."""
+        return self._close_reason
+
+    @property
+    def datagrams(self) -> WebTransportDatagramTransport:
+        """The session's datagram transport (created on first use)."""
+        if self._datagrams is None:
+            self._datagrams = WebTransportDatagramTransport(
+                self, queue_size=self._conn.datagram_queue_size
+            )
+            if self._closed_error is not None:
+                self._datagrams._fail(self._closed_error)
+        return self._datagrams
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counters and times (see :meth:`get_stats`)."""
+        return self.get_stats()
+
+    def get_stats(self) -> dict[str, Any]:
+        """Counters: streams, bytes, datagrams, RTT and the created/ready/closed times."""
+        out = asdict(self._stats)
+        out["rtt"] = self._conn.protocol.engine.smoothed_rtt()
+        if self._datagrams is not None:
+            out["datagrams"] = self._datagrams.stats
+        out["active_streams"] = len(self._streams)
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"<WebTransportSession id={self._session_id} path={self._path!r} "
+            f"state={self._state.value} streams={len(self._streams)}>"
+        )
+
+    # ----------------------------------------------------------------------------- life cycle
+
+    def _set_state(self, state: SessionState) -> None:
+        if state is self._state:
+            return
+        logger.debug("session %d: %s -> %s", self._session_id, self._state.value, state.value)
+        self._state = state
+
+    def _on_ready(self, headers: list[tuple[str, str]] | None = None) -> None:
+        if headers is not None and self._conn.is_client:
+            self._headers = headers
+        self._set_state(SessionState.READY)
+        self._stats.ready_at = time.monotonic()
+        if not self._ready.done():
+            self._ready.set_result(None)
+
+    def _on_draining(self) -> None:
+        if self._state is SessionState.READY:
+            self._set_state(SessionState.DRAINING)
+
+    def _on_closed(self, code: int, reason: str, exc: Exception | None = None) -> None:
+        """The session ended (either side, or the connection): wake everything."""
+        if self._state is SessionState.CLOSED:
+            return
+        self._set_state(SessionState.CLOSED)
+        self._close_code = code
+        self._close_reason = reason
+        self._stats.closed_at = time.monotonic()
+        error = exc or SessionError(
+            f"session {self._session_id} closed ({code}: {reason})", error_code=code
+        )
+        self._closed_error = error
+        for stream in list(self._streams.values()):
+            stream._fail(StreamError(f"stream {stream.stream_id}: {error}", error_code=code))
+        self._streams.clear()
+        if self._datagrams is not None:
+            self._datagrams._fail(error)
+        for waiter in (self._incoming_waiter, self._credit_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        if not self._ready.done():
+            self._ready.set_exception(error)
+            self._ready.exception()  # retrieved here: nobody may be waiting
+        if not self._closed.done():
+            self._closed.set_result(None)
+        self._conn.session_ended(self)
+
+    async def ready(self, *, timeout: float | None = None) -> None:
+        """Wait until the session is ready.
+
+        Raises:
+            SessionError: it closed first.  TimeoutError: ``timeout`` passed.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._ready)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"session {self._session_id} not ready in {timeout} s") from None
+
+    async def wait_closed(self) -> None:
+        """Wait until the session has ended."""
+        await asyncio.shield(self._closed)
+
+    async def close(self, *, code: int = 0, reason: str = "") -> None:
+        """Close the session (close capsule and FIN). Idempotent.
+
+        Ends every stream of the session; closes the QUIC connection when no other session
+        uses it (client side).
+        """
+        if self._state is SessionState.CLOSED:
+            return
+        try:
+            self._conn.protocol.close_session(self._session_id, code=code, reason=reason)
+        except ProtocolUsageError as exc:
+            raise SessionError(str(exc)) from None
+        self._conn.flush_events()
+        self._on_closed(code, reason)
+        self._conn.schedule_transmit()
+
+    async def __aenter__(self) -> WebTransportSession:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ----------------------------------------------------------------------------- streams
+
+    def _check_open(self) -> None:
+        if self._closed_error is not None:
+            raise self._closed_error
+        if not self.is_ready:
+            raise SessionError(f"session {self._session_id} is not ready")
+
+    async def _create(self, bidirectional: bool, timeout: float | None) -> AnyStream:
+        self._check_open()
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    try:
+                        stream_id = self._conn.protocol.create_stream(
+                            self._session_id, bidirectional=bidirectional
+                        )
+                        break
+                    except CreditExhausted:
+                        await self._wait_credit()
+                    except ProtocolUsageError as exc:
+                        raise SessionError(str(exc)) from None
+        except asyncio.TimeoutError:
+            raise FlowControlError(f"no stream credit within {timeout} s") from None
+        cls = WebTransportStream if bidirectional else WebTransportSendStream
+        stream = cls(self, stream_id)
+        self._streams[stream_id] = stream
+        self._conn.register_stream(stream_id, stream)
+        self._stats.streams_opened += 1
+        self._conn.schedule_transmit()
+        return stream
+
+    async def _wait_credit(self) -> None:
+        self._credit_waiter = self._conn.loop.create_future()
+        try:
+            await self._credit_waiter
+        finally:
+            self._credit_waiter = None
+        self._check_open()
+
+    def _on_credit(self) -> None:
+        if self._credit_waiter is not None and not self._credit_waiter.done():
+            self._credit_waiter.set_result(None)
+        for stream in self._streams.values():
+            if isinstance(stream, WebTransportSendStream):
+                stream._wake_writer()
+
+    async def create_bidirectional_stream(self, *, timeout: float | None = None) -> WebTransportStream:
+        """Open a bidirectional stream."""
+        stream = await self._create(True, timeout)
+        assert isinstance(stream, WebTransportStream)
+        return stream
+
+    async def create_unidirectional_stream(
+        self, *, timeout: float | None = None
+    ) -> WebTransportSendStream:
+        """Open a unidirectional (send-only) stream."""
+        stream = await self._create(False, timeout)
+        assert isinstance(stream, WebTransportSendStream)
+        return stream
+
+    def _on_stream_opened(self, stream_id: int, bidirectional: bool) -> IncomingStream:
+        stream: IncomingStream = (
+            WebTransportStream(self, stream_id)
+            if bidirectional
+            else WebTransportReceiveStream(self, stream_id)
+        )
+        self._streams[stream_id] = stream
+        self._incoming.append(stream)
+        self._stats.streams_accepted += 1
+        if self._incoming_waiter is not None and not self._incoming_waiter.done():
+            self._incoming_waiter.set_result(None)
+        return stream
+
+    def _forget_stream(self, stream_id: int) -> None:
+        self._streams.pop(stream_id, None)
+
+    async def _next_incoming(self, kind: type | None, timeout: float | None) -> IncomingStream:
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    for stream in self._incoming:
+                        if kind is None or type(stream) is kind:
+                            self._incoming.remove(stream)
+                            return stream
+                    if self._closed_error is not None:
+                        raise self._closed_error
+                    if self._incoming_waiter is not None:
+                        await asyncio.shield(self._incoming_waiter)
+                        continue
+                    self._incoming_waiter = self._conn.loop.create_future()
+                    try:
+                        await self._incoming_waiter
+                    finally:
+                        self._incoming_waiter = None
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no incoming stream within {timeout} s") from None
+
+    async def accept_bidirectional_stream(
+        self, *, timeout: float | None = None
+    ) -> WebTransportStream:
+        """Wait for the peer to open a bidirectional stream."""
+        stream = await self._next_incoming(WebTransportStream, timeout)
+        assert isinstance(stream, WebTransportStream)
+        return stream
+
+    async def accept_unidirectional_stream(
+        self, *, timeout: float | None = None
+    ) -> WebTransportReceiveStream:
+        """Wait for the peer to open a unidirectional stream."""
+        stream = await self._next_incoming(WebTransportReceiveStream, timeout)
+        return stream
+
+    async def incoming_streams(self) -> AsyncIterator[IncomingStream]:
+        """Yield peer-opened streams of both kinds until the session closes."""
+        while True:
+            try:
+                yield await self._next_incoming(None, None)
+            except SessionError:
+                return
+            except Exception:
+                if self._closed_error is not None:
+                    return
+                raise
+
+
+def accept_session(session: WebTransportSession, *, headers: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
+    """Server: answer the session's CONNECT with 200 (used by the server layer)."""
+    conn = session._conn
+    try:
+        conn.protocol.accept_session(
+            session.session_id, headers=[(k.encode(), v.encode()) for k, v in headers]
+        )
+    except ProtocolUsageError as exc:
+        raise SessionError(f"cannot accept: {exc}") from None
+    session._on_ready()
+    conn.flush_events()
+    conn.schedule_transmit()
+
+
+def reject_session(session: WebTransportSession, *, status: int) -> None:
+    """Server: answer the session's CONNECT with a non-2xx status."""
+    conn = session._conn
+    try:
+        conn.protocol.reject_session(session.session_id, status=status)
+    except ProtocolUsageError:
+        return  # already closed by the peer
+    session._on_closed(0, f"rejected with status {status}")
+    conn.flush_events()
+    conn.schedule_transmit()

@@ -1,0 +1,400 @@
+"""WebTransport streams for asyncio: reading with bounded waits, writing with real backpressure.
+
+A receive side buffers what the core delivered until the application reads it. A send side hands
+bytes to the core only as far as :meth:`WebTransportProtocol.send_capacity` allows: the stream's
+unacknowledged bytes in the QUIC engine stay under ``stream_buffer_size`` and session flow-control
+credit is respected, so ``write()`` waits while the peer does not keep up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from .exceptions import StreamError
+from .protocol import CreditExhausted, ProtocolUsageError
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .session import WebTransportSession
+
+
+class _StreamBase:
+    """What both stream directions share: identity and the session/connection they live in."""
+
+    def __init__(self, session: WebTransportSession, stream_id: int) -> None:
+        self._session = session
+        self._conn = session._conn
+        self._stream_id = stream_id
+
+    @property
+    def stream_id(self) -> int:
+        """The QUIC stream ID."""
+        return self._stream_id
+
+    @property
+    def session(self) -> WebTransportSession:
+        """The session this stream belongs to."""
+        return self._session
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self._stream_id} session={self._session.session_id}>"
+
+    def _fail(self, exc: Exception) -> None:
+        """The session or connection ended: wake every waiter with ``exc``."""
+        raise NotImplementedError
+
+
+class WebTransportReceiveStream(_StreamBase):
+    """The receiving side of a WebTransport stream."""
+
+    def __init__(self, session: WebTransportSession, stream_id: int) -> None:
+        super().__init__(session, stream_id)
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._eof = False
+        self._read_error: Exception | None = None
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._stopped = False
+
+    # -- fed by the connection
+
+    def _feed(self, data: bytes, end_stream: bool) -> None:
+        if data:
+            self._chunks.append(data)
+            self._buffered += len(data)
+            self._session._stats.bytes_received += len(data)
+        if end_stream:
+            self._eof = True
+            self._receive_done()
+        self._wake_reader()
+
+    def _reset_by_peer(self, app_code: int | None, h3_code: int) -> None:
+        code = app_code if app_code is not None else h3_code
+        self._read_error = StreamError(f"stream {self._stream_id} reset by peer", error_code=code)
+        self._receive_done()
+        self._wake_reader()
+
+    def _fail_read(self, exc: Exception) -> None:
+        if not self._eof and self._read_error is None:
+            self._read_error = exc
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _receive_done(self) -> None:
+        """Hook for bidirectional streams to learn both directions ended."""
+
+    # -- public API
+
+    @property
+    def is_closed(self) -> bool:
+        """True when nothing more can be read (end of stream read, reset or stopped)."""
+        return (self._eof and not self._chunks) or self._read_error is not None or self._stopped
+
+    async def _wait_readable(self) -> None:
+        if self._read_waiter is not None:
+            raise StreamError("another coroutine is already reading this stream")
+        self._read_waiter = self._conn.loop.create_future()
+        try:
+            await self._read_waiter
+        finally:
+            self._read_waiter = None
+
+    def _check_readable(self) -> bool:
+        """True when data is buffered; raises the stored error when there is none to give."""
+        if self._chunks:
+            return True
+        if self._read_error is not None:
+            raise self._read_error
+        if self._stopped:
+            raise StreamError(f"stream {self._stream_id} was stopped")
+        return False
+
+    async def read(self, size: int = -1) -> bytes:
+        """Read up to ``size`` bytes (all until end of stream when ``size`` < 0).
+
+        Returns ``b""`` at end of stream.
+        """
+        if size < 0:
+            return await self.read_all()
+        if size == 0:
+            return b""
+        while not self._check_readable():
+            if self._eof:
+                return b""
+            await self._wait_readable()
+        return self._take(size)
+
+    def _take(self, size: int) -> bytes:
+        chunk = self._chunks[0]
+        if len(chunk) <= size:
+            self._chunks.popleft()
+            if len(chunk) < size and self._chunks:
+                parts = [chunk]
+                got = len(chunk)
+                while self._chunks and got < size:
+                    nxt = self._chunks.popleft()
+                    if got + len(nxt) > size:
+                        self._chunks.appendleft(nxt[size - got :])
+                        nxt = nxt[: size - got]
+                    parts.append(nxt)
+                    got += len(nxt)
+                chunk = b"".join(parts)
+        else:
+            self._chunks[0] = chunk[size:]
+            chunk = chunk[:size]
+        self._buffered -= len(chunk)
+        return chunk
+
+    async def read_all(self, *, max_size: int | None = None) -> bytes:
+        """Read until end of stream.
+
+        Raises:
+            StreamError: the stream was reset, or more than ``max_size`` bytes arrived.
+        """
+        while not self._eof:
+            if max_size is not None and self._buffered > max_size:
+                raise StreamError(f"stream {self._stream_id} exceeds {max_size} bytes")
+            self._check_readable()
+            await self._wait_readable()
+        if self._read_error is not None and not self._chunks:
+            raise self._read_error
+        if max_size is not None and self._buffered > max_size:
+            raise StreamError(f"stream {self._stream_id} exceeds {max_size} bytes")
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        return data
+
+    async def readexactly(self, n: int) -> bytes:
+        """Read exactly ``n`` bytes; ``asyncio.IncompleteReadError`` at an early end."""
+        while self._buffered < n:
+            if self._eof:
+                partial = b"".join(self._chunks)
+                self._chunks.clear()
+                self._buffered = 0
+                raise asyncio.IncompleteReadError(partial, n)
+            if self._read_error is not None:
+                raise self._read_error
+            await self._wait_readable()
+        return self._take(n) if n else b""
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        """Read up to and including ``separator``; IncompleteReadError at an early end."""
+        if not separator:
+            raise ValueError("separator must not be empty")
+        while True:
+            joined = b"".join(self._chunks)
+            index = joined.find(separator)
+            if index >= 0:
+                return self._take(index + len(separator))
+            if self._eof:
+                self._chunks.clear()
+                self._buffered = 0
+                raise asyncio.IncompleteReadError(joined, None)
+            if self._read_error is not None:
+                raise self._read_error
+            if len(self._chunks) > 1:
+                self._chunks.clear()
+                self._chunks.append(joined)
+            await self._wait_readable()
+
+    async def readline(self) -> bytes:
+        """Read one line (up to and including ``\\n``; what is left at end of stream)."""
+        try:
+            return await self.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            return exc.partial
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        while True:
+            chunk = await self.read(65536)
+            if not chunk:
+                return
+            yield chunk
+
+    async def stop(self, *, code: int = 0) -> None:
+        """Tell the peer to stop sending (STOP_SENDING with a 32-bit application code)."""
+        if self._stopped or self._eof or self._read_error is not None:
+            return
+        self._stopped = True
+        self._conn.protocol.stop_stream(self._stream_id, code=code)
+        self._conn.schedule_transmit()
+        self._receive_done()
+        self._wake_reader()
+
+    def _fail(self, exc: Exception) -> None:
+        self._fail_read(exc)
+
+
+class WebTransportSendStream(_StreamBase):
+    """The sending side of a WebTransport stream."""
+
+    def __init__(self, session: WebTransportSession, stream_id: int) -> None:
+        super().__init__(session, stream_id)
+        self._send_closed = False  # FIN or reset sent
+        self._write_error: Exception | None = None
+        self._write_waiter: asyncio.Future[None] | None = None
+        self._send_done: asyncio.Future[None] = self._conn.loop.create_future()
+
+    # -- fed by the connection
+
+    def _wake_writer(self) -> None:
+        waiter = self._write_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _stopped_by_peer(self, app_code: int | None, h3_code: int) -> None:
+        code = app_code if app_code is not None else h3_code
+        self._write_error = StreamError(f"stream {self._stream_id} stopped by peer", error_code=code)
+        self._finish_send()
+        self._wake_writer()
+
+    def _fail_write(self, exc: Exception) -> None:
+        if self._write_error is None and not self._send_closed:
+            self._write_error = exc
+        self._finish_send()
+        self._wake_writer()
+
+    def _finish_send(self) -> None:
+        if not self._send_done.done():
+            self._send_done.set_result(None)
+        self._send_finished()
+
+    def _send_finished(self) -> None:
+        """Hook for bidirectional streams to learn both directions ended."""
+
+    # -- public API
+
+    def _check_writable(self) -> None:
+        if self._write_error is not None:
+            raise self._write_error
+        if self._send_closed:
+            raise StreamError(f"stream {self._stream_id} is closed for writing")
+
+    async def write(self, data: bytes | bytearray | memoryview, *, end_stream: bool = False) -> None:
+        """Send ``data``; returns once all of it is handed to QUIC within the buffer limit.
+
+        Waits while the stream's unacknowledged bytes reach ``stream_buffer_size`` or session
+        flow control has no credit: real backpressure.
+
+        Raises:
+            StreamError: the peer stopped the stream, or it was closed or aborted.
+            SessionError: the session or connection ended.
+        """
+        self._check_writable()
+        protocol = self._conn.protocol
+        view = data if isinstance(data, bytes) else bytes(data)
+        while True:
+            if view:
+                capacity = protocol.send_capacity(self._stream_id)
+                if capacity <= 0:
+                    await self._wait_writable()
+                    continue
+                chunk = view if capacity >= len(view) else view[:capacity]
+            elif end_stream:
+                chunk = b""
+            else:
+                return
+            last = end_stream and len(chunk) == len(view)
+            try:
+                protocol.send_stream_data(self._stream_id, chunk, end_stream=last)
+            except CreditExhausted:
+                await self._wait_writable()
+                continue
+            except ProtocolUsageError as exc:
+                raise self._write_error or StreamError(str(exc)) from None
+            view = view[len(chunk) :]
+            self._session._stats.bytes_sent += len(chunk)
+            self._conn.schedule_transmit()
+            if last:
+                self._send_closed = True
+                self._finish_send()
+                return
+            if not view:
+                return
+
+    async def _wait_writable(self) -> None:
+        self._check_writable()
+        if self._write_waiter is not None:
+            raise StreamError("another coroutine is already writing this stream")
+        self._write_waiter = self._conn.loop.create_future()
+        self._conn.watch_writable(self)
+        try:
+            await self._write_waiter
+        finally:
+            self._write_waiter = None
+            self._conn.unwatch_writable(self)
+        self._check_writable()
+
+    async def write_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` and end the stream."""
+        await self.write(data, end_stream=True)
+
+    async def close(self) -> None:
+        """End the stream gracefully (FIN). Idempotent."""
+        if self._send_closed or self._write_error is not None:
+            return
+        await self.write(b"", end_stream=True)
+
+    async def abort(self, *, code: int = 0) -> None:
+        """End the stream abruptly (RESET_STREAM with a 32-bit application code)."""
+        if self._send_closed:
+            return
+        self._send_closed = True
+        self._conn.protocol.reset_stream(self._stream_id, code=code)
+        self._conn.schedule_transmit()
+        self._fail_write(StreamError(f"stream {self._stream_id} was aborted", error_code=code))
+
+    async def wait_closed(self) -> None:
+        """Wait until our sending side has ended (FIN, reset, or the session ended)."""
+        await asyncio.shield(self._send_done)
+
+    def _fail(self, exc: Exception) -> None:
+        self._fail_write(exc)
+
+
+class WebTransportStream(WebTransportReceiveStream, WebTransportSendStream):
+    """A bidirectional WebTransport stream: both sides on one object."""
+
+    def __init__(self, session: WebTransportSession, stream_id: int) -> None:
+        WebTransportReceiveStream.__init__(self, session, stream_id)
+        WebTransportSendStream.__init__(self, session, stream_id)
+
+    @property
+    def is_closed(self) -> bool:
+        """True when both directions have ended."""
+        return WebTransportReceiveStream.is_closed.fget(self) and self._send_done.done()  # type: ignore[attr-defined, no-any-return]
+
+    async def __aenter__(self) -> WebTransportStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            await self.close()
+        else:
+            await self.abort(code=0)
+            await self.stop(code=0)
+
+    def _fail(self, exc: Exception) -> None:
+        self._fail_read(exc)
+        self._fail_write(exc)
+
+
+AnyStream = WebTransportStream | WebTransportReceiveStream | WebTransportSendStream
+
