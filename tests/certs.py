@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 
 
 @dataclass(frozen=True)
-class TestCert:
+class CertBundle:
     """A certificate, its key and their PEM files."""
 
     certificate: x509.Certificate
@@ -36,7 +36,7 @@ def _key() -> ec.EllipticCurvePrivateKey:
 
 
 def make_cert(directory: Path, *, names: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
-              days: int = 10) -> TestCert:
+              days: int = 10) -> CertBundle:
     """Write a self-signed ECDSA P-256 certificate for ``names`` into ``directory``."""
     key = _key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
@@ -70,4 +70,4 @@ def make_cert(directory: Path, *, names: tuple[str, ...] = ("localhost", "127.0.
             serialization.NoEncryption(),
         )
     )
-    return TestCert(cert, key, certfile, keyfile)
+    return CertBundle(cert, key, certfile, keyfile)

@@ -1,0 +1,29 @@
+"""Run the test application in a separate process (for tests that kill the server).
+
+Usage: ``python -m tests.server_process CERTDIR PORT``; prints ``READY <port>`` when listening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from pywebtransport import WebTransportServer
+from tests.certs import make_cert
+
+
+async def _main(certdir: str, port: int) -> None:
+    from tests.conftest import build_app
+
+    cert = make_cert(Path(certdir))
+    app = build_app(cert)
+    server = WebTransportServer(config=app.config, app=app)
+    await server.listen(host="127.0.0.1", port=port)
+    sys.stdout.write(f"READY {server.local_address[1]}\n")
+    sys.stdout.flush()
+    await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(_main(sys.argv[1], int(sys.argv[2])))
