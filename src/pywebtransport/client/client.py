@@ -25,6 +25,7 @@ from ..exceptions import (
 )
 from ..protocol import AioquicEngine, ProtocolUsageError, WebTransportProtocol
 from ..session import WebTransportSession
+from ..udp import Batch, UdpEndpoint, open_udp_socket
 from ._url import ParsedURL, parse_url
 
 if TYPE_CHECKING:
@@ -90,19 +91,6 @@ class ClientStats:
             "avg_connect_time": self.avg_connect_time,
             "success_rate": self.success_rate,
         }
-
-
-class _ClientEndpoint(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.conn: WebTransportConnection | None = None
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        if self.conn is not None:
-            self.conn.datagram_received(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        if self.conn is not None:
-            self.conn.error_received(exc)
 
 
 class WebTransportClient:
@@ -290,11 +278,8 @@ class WebTransportClient:
         except OSError as exc:
             raise ConnectionError(f"cannot resolve {target.host}: {exc}") from None
         family, _, _, _, addr = infos[0]
-        endpoint = _ClientEndpoint()
         try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: endpoint, remote_addr=addr[:2], family=family
-            )
+            sock = open_udp_socket(remote=addr, family=family)
         except OSError as exc:
             raise ConnectionError(f"cannot reach {target.authority}: {exc}") from None
         cfg = self._config
@@ -302,14 +287,23 @@ class WebTransportClient:
             AioquicEngine(self._quic_configuration(target.host)),
             stream_send_buffer=cfg.stream_buffer_size,
         )
+        holder_conn: list[WebTransportConnection] = []
+
+        def on_batch(batch: Batch) -> None:
+            for data, source in batch:
+                holder_conn[0].datagram_received(data, source)
+
+        endpoint = UdpEndpoint(
+            sock, on_batch=on_batch, on_error=lambda exc: holder_conn[0].error_received(exc)
+        )
         conn = WebTransportConnection(
             protocol,
-            sendto=lambda data, _addr: transport.sendto(data),
+            sendto=endpoint.sendto,
             remote_address=addr,
             datagram_queue_size=cfg.datagram_queue_size,
         )
-        endpoint.conn = conn
-        conn.add_close_callback(lambda _c: transport.close())
+        holder_conn.append(conn)
+        conn.add_close_callback(lambda _c: endpoint.close())
         holder.append(conn)
         self._connections.add(conn)
         protocol.connect(addr, loop.time())

@@ -19,6 +19,7 @@ from ..protocol import AioquicEngine, LocalLimits, WebTransportProtocol
 from ..protocol import events as ev
 from ..protocol.quic import route_packet, version_negotiation
 from ..session import WebTransportSession, reject_session
+from ..udp import Batch, UdpEndpoint, open_udp_socket
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -44,17 +45,6 @@ class ServerStats:
     packets_dropped: int = 0
 
 
-class _Endpoint(asyncio.DatagramProtocol):
-    def __init__(self, server: WebTransportServer) -> None:
-        self._server = server
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._server._datagram_received(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        logger.debug("server socket error: %s", exc)
-
-
 class WebTransportServer:
     """Accepts WebTransport sessions on one UDP port.
 
@@ -70,7 +60,7 @@ class WebTransportServer:
         self.config = config
         self.app = app
         self._quic_config = self._build_quic_config()
-        self._transport: asyncio.DatagramTransport | None = None
+        self._transport: UdpEndpoint | None = None
         self._routes: dict[bytes, WebTransportConnection] = {}
         self._cids: dict[WebTransportConnection, set[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -105,12 +95,10 @@ class WebTransportServer:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Endpoint(self), local_addr=(host, port), family=family
-            )
+            sock = open_udp_socket(local=(host, port), family=family)
         except OSError as exc:
             raise ServerError(f"cannot listen on {host}:{port}: {exc}") from exc
-        self._transport = transport
+        self._transport = UdpEndpoint(sock, on_batch=self._on_batch, on_error=self._on_error)
         self._serving = loop.create_future()
         if self.app is not None:
             await self.app._startup()
@@ -121,7 +109,7 @@ class WebTransportServer:
         """The bound (host, port, ...) address."""
         if self._transport is None:
             raise ServerError("not listening")
-        return tuple(self._transport.get_extra_info("sockname"))
+        return self._transport.local_address
 
     @property
     def stats(self) -> dict[str, int]:
@@ -172,6 +160,13 @@ class WebTransportServer:
         await self.close()
 
     # ----------------------------------------------------------------------------- packets
+
+    def _on_batch(self, batch: Batch) -> None:
+        for data, addr in batch:
+            self._datagram_received(data, addr)
+
+    def _on_error(self, exc: OSError) -> None:
+        logger.debug("server socket error: %s", exc)
 
     def _datagram_received(self, data: bytes, addr: Any) -> None:
         route = route_packet(data, self._quic_config.connection_id_length)
