@@ -28,6 +28,13 @@ class _ConfigBase:
             raise ConfigurationError(f"unknown setting {unknown[0]!r}", field=unknown[0])
         return cls(**data)
 
+    @property
+    def keep_alive_interval(self) -> float | None:
+        """Seconds between keep-alive PINGs (None when keep-alive is off)."""
+        if not getattr(self, "keep_alive", False):
+            return None
+        return min(15.0, float(getattr(self, "idle_timeout")) / 2)
+
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (copies of containers)."""
         out: dict[str, Any] = {}
@@ -80,6 +87,8 @@ class ClientConfig(_ConfigBase):
         max_datagram_size: UDP payload size of the packets we send.
         stream_buffer_size: unacknowledged bytes one stream may queue before write() waits.
         datagram_queue_size: datagrams buffered per session in each direction.
+        keep_alive: send a PING every ``min(15, idle_timeout / 2)`` seconds while a session
+            is open, so an idle session is not timed out (a dead peer still is).
         auto_reconnect, max_retries, retry_delay, retry_backoff, max_retry_delay:
             reconnection policy of ReconnectingClient (negative max_retries: forever).
     """
@@ -97,6 +106,7 @@ class ClientConfig(_ConfigBase):
     stream_buffer_size: int = c.DEFAULT_STREAM_SEND_BUFFER
     datagram_queue_size: int = c.DEFAULT_DATAGRAM_QUEUE
     congestion_control: str = "reno"
+    keep_alive: bool = True
     auto_reconnect: bool = False
     max_retries: int = 5
     retry_delay: float = 1.0

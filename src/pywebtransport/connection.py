@@ -53,6 +53,7 @@ class WebTransportConnection:
         remote_address: Any,
         datagram_queue_size: int,
         on_event: Callable[[WebTransportConnection, ev.ProtocolEvent], None] | None = None,
+        keep_alive_interval: float | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.protocol = protocol
@@ -72,6 +73,10 @@ class WebTransportConnection:
         self.closed: asyncio.Future[None] = self.loop.create_future()
         self.close_error: Exception | None = None
         self._on_closed_callbacks: list[Callable[[WebTransportConnection], None]] = []
+        self._keep_alive_interval = keep_alive_interval
+        self._keep_alive: asyncio.TimerHandle | None = None
+        if keep_alive_interval is not None:
+            self._keep_alive = self.loop.call_later(keep_alive_interval, self._ping)
 
     def __repr__(self) -> str:
         role = "client" if self.is_client else "server"
@@ -144,6 +149,16 @@ class WebTransportConnection:
         self.protocol.handle_timer(self.loop.time())
         self.flush_events()
         self._transmit()
+
+    def _ping(self) -> None:
+        """Keep-alive: a PING while sessions are open, so an idle session is not timed out."""
+        assert self._keep_alive_interval is not None
+        if self.closed.done():
+            return
+        if self._sessions:
+            self.protocol.engine.send_ping()
+            self.schedule_transmit()
+        self._keep_alive = self.loop.call_later(self._keep_alive_interval, self._ping)
 
     def watch_writable(self, stream: WebTransportSendStream) -> None:
         """Wake ``stream`` when it may write again."""
@@ -280,9 +295,10 @@ class WebTransportConnection:
         self.close_error = exc
         if event is None:
             self.protocol.close(code=0x100, reason="")
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for handle in (self._timer, self._keep_alive):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._keep_alive = None
         for fut in (self.handshake_done, self.settings_received):
             if not fut.done():
                 fut.set_exception(exc)

@@ -190,3 +190,35 @@ async def test_killed_server_is_detected_within_idle_timeout(
             await reader
         with pytest.raises((StreamError, SessionError)):
             await stream.write(b"after")
+
+
+async def test_idle_session_outlives_idle_timeout_with_keep_alive(
+    server: WebTransportServer, cert: CertBundle
+) -> None:
+    config = ClientConfig(
+        server_certificate_hashes=[cert.sha256], idle_timeout=0.6, keep_alive=True
+    )
+    async with asyncio.timeout(T), WebTransportClient(config=config) as client:
+        session = await client.connect(url=url(server))
+        # Wait three idle timeouts' worth on the session itself: it must not close.
+        with pytest.raises(asyncio.TimeoutError):
+            async with asyncio.timeout(1.8):
+                await session.wait_closed()
+        assert session.is_ready
+        stream = await session.create_bidirectional_stream()
+        await stream.write_all(b"alive")
+        assert await stream.read_all() == b"alive"
+
+
+async def test_idle_session_without_keep_alive_is_reaped(
+    server: WebTransportServer, cert: CertBundle
+) -> None:
+    config = ClientConfig(
+        server_certificate_hashes=[cert.sha256], idle_timeout=0.6, keep_alive=False
+    )
+    async with asyncio.timeout(T), WebTransportClient(config=config) as client:
+        session = await client.connect(url=url(server))
+        start = time.monotonic()
+        await session.wait_closed()
+        assert time.monotonic() - start < 0.6 + T / 5
+        assert not session.is_ready

@@ -301,6 +301,7 @@ class WebTransportClient:
             sendto=endpoint.sendto,
             remote_address=addr,
             datagram_queue_size=cfg.datagram_queue_size,
+            keep_alive_interval=cfg.keep_alive_interval,
         )
         holder_conn.append(conn)
         conn.add_close_callback(lambda _c: endpoint.close())

@@ -98,6 +98,7 @@ class QuicEngine(Protocol):
     def reset_stream(self, stream_id: int, error_code: int) -> None: ...
     def stop_stream(self, stream_id: int, error_code: int) -> None: ...
     def send_datagram(self, data: bytes) -> None: ...
+    def send_ping(self) -> None: ...
     def max_datagram_payload(self) -> int: ...
     def send_buffered(self, stream_id: int) -> int: ...
     def close(self, error_code: int, reason: str) -> None: ...
@@ -125,6 +126,7 @@ class AioquicEngine:
         self._closed_locally = False
         self._terminated = False
         self._extra: list[EngineEvent] = []
+        self._ping_uid = 0
 
     @property
     def host_cid(self) -> bytes:
@@ -229,6 +231,11 @@ class AioquicEngine:
     def send_datagram(self, data: bytes) -> None:
         """Queue a DATAGRAM frame; the caller checked the size."""
         self._quic.send_datagram_frame(data)
+
+    def send_ping(self) -> None:
+        """Queue a PING frame (keeps the connection and NAT bindings alive)."""
+        self._ping_uid += 1
+        self._quic.send_ping(self._ping_uid)
 
     def max_datagram_payload(self) -> int:
         """Largest DATAGRAM frame payload that fits in one packet to this peer (0: none)."""
