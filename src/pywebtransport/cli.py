@@ -38,7 +38,12 @@ from pywebtransport import (
     WebTransportSession,
 )
 from pywebtransport import exceptions as errors
-from pywebtransport.server.certificate import format_hash, generate_self_signed_certificate
+from pywebtransport.server.certificate import (
+    certificate_sha256,
+    format_hash,
+    generate_self_signed_certificate,
+    parse_hash,
+)
 from pywebtransport.server.echo import echo_handler
 from pywebtransport.web import PageServer, demo_page
 
@@ -54,8 +59,8 @@ EXIT_REJECTED = 4
 EXIT_CERTIFICATE = 5
 
 ECHO_PATH = "/echo"
-BROWSER_MAX_DAYS = 14
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+_DEFAULT_CERT_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 class _UsageError(Exception):
@@ -99,7 +104,9 @@ def _build_parser() -> argparse.ArgumentParser:
     cert_commands = cert.add_subparsers(dest="cert_command", required=True, metavar="ACTION")
     generate = cert_commands.add_parser("generate", help="write cert.pem and key.pem")
     generate.add_argument("--out-dir", default=".", help="directory to write into (default .)")
-    generate.add_argument("--days", type=_positive_int, default=10, help="validity (default 10)")
+    generate.add_argument(
+        "--days", type=_positive_float, default=13.0, help="validity, below 14 (default 13)"
+    )
     generate.add_argument("--force", action="store_true", help="overwrite existing files")
     generate.set_defaults(handler=_run_cert_generate)
     return parser
@@ -163,35 +170,28 @@ def _fail(text: str, status: int = EXIT_FAILURE) -> int:
 def _run_serve(args: argparse.Namespace) -> int:
     if (args.cert is None) != (args.key is None):
         raise _UsageError("--cert and --key go together")
-    return asyncio.run(_serve(args))
-
-
-async def _serve(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="pywebtransport-") as temp_dir:
         if args.cert is not None:
             certfile, keyfile = args.cert, args.key
             try:
-                digest = _certificate_file_hash(Path(certfile))
+                digest = certificate_sha256(Path(certfile).read_bytes())
             except (OSError, ValueError) as error:
                 return _fail(f"cannot read the certificate {certfile}: {error}")
         else:
-            bundle = generate_self_signed_certificate()
+            bundle = generate_self_signed_certificate(hostnames=_certificate_names(args.host))
             certfile, keyfile = str(Path(temp_dir) / "cert.pem"), str(Path(temp_dir) / "key.pem")
             bundle.write(certfile=certfile, keyfile=keyfile)
             digest = bundle.sha256
-        return await _serve_with(args, certfile=certfile, keyfile=keyfile, digest=digest)
+        return asyncio.run(_serve(args, certfile=certfile, keyfile=keyfile, digest=digest))
 
 
-def _certificate_file_hash(path: Path) -> bytes:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
+def _certificate_names(host: str) -> tuple[str, ...]:
+    if host in _WILDCARD_HOSTS or host in _DEFAULT_CERT_NAMES:
+        return _DEFAULT_CERT_NAMES
+    return (host, *_DEFAULT_CERT_NAMES)
 
-    return x509.load_pem_x509_certificate(path.read_bytes()).fingerprint(hashes.SHA256())
 
-
-async def _serve_with(
-    args: argparse.Namespace, *, certfile: str, keyfile: str, digest: bytes
-) -> int:
+async def _serve(args: argparse.Namespace, *, certfile: str, keyfile: str, digest: bytes) -> int:
     config = ServerConfig(certfile=certfile, keyfile=keyfile, host=args.host, port=args.port)
     app = ServerApp(config=config)
     app.route(ECHO_PATH)(echo_handler)
@@ -282,13 +282,10 @@ def _run_connect(args: argparse.Namespace) -> int:
 
 def _client_config(args: argparse.Namespace) -> ClientConfig:
     if args.cert_hash is not None:
-        digest_hex = args.cert_hash.replace(":", "").strip()
         try:
-            digest = bytes.fromhex(digest_hex)
-        except ValueError:
-            digest = b""
-        if len(digest) != 32:
-            raise _UsageError("--cert-hash must be 64 hex digits (a SHA-256)")
+            digest = parse_hash(args.cert_hash)
+        except ValueError as error:
+            raise _UsageError(f"--cert-hash: {error}") from None
         return ClientConfig(connect_timeout=args.timeout, server_certificate_hashes=[digest])
     if args.ca is not None:
         if not os.path.isfile(args.ca):
@@ -314,7 +311,9 @@ async def _connect(args: argparse.Namespace, config: ClientConfig) -> int:
                 await session.close()
     except errors.CertificateError as error:
         hint = "pass --cert-hash, --ca or --insecure"
-        return _fail(f"certificate verification failed for {args.url}: {error} ({hint})", 5)
+        return _fail(
+            f"certificate verification failed for {args.url}: {error} ({hint})", EXIT_CERTIFICATE
+        )
     except errors.HandshakeError as error:
         return _fail(f"the server rejected the session: {_status_text(error)}", EXIT_REJECTED)
     except TimeoutError as error:  # also pywebtransport's TimeoutError, a subclass
@@ -346,10 +345,13 @@ async def _stream_round_trips(
     for index in range(count):
         payload = bytes((index + i) & 0xFF for i in range(size))
         started = time.perf_counter()
-        async with asyncio.timeout(timeout):
-            stream = await session.create_bidirectional_stream()
-            await stream.write(payload, end_stream=True)
-            echoed = await stream.read_all(max_size=size)
+        try:
+            async with asyncio.timeout(timeout):
+                stream = await session.create_bidirectional_stream()
+                await stream.write(payload, end_stream=True)
+                echoed = await stream.read_all(max_size=size)
+        except TimeoutError:
+            raise errors.TimeoutError(f"stream round trip {index + 1} got no echo") from None
         if echoed == payload:
             result.rtts.append(time.perf_counter() - started)
         else:
@@ -387,14 +389,12 @@ def _run_cert_generate(args: argparse.Namespace) -> int:
     existing = [str(path) for path in (certfile, keyfile) if path.exists()]
     if existing and not args.force:
         return _fail(f"refusing to overwrite {', '.join(existing)} (use --force)")
+    try:
+        bundle = generate_self_signed_certificate(validity_days=args.days)
+    except ValueError as error:
+        raise _UsageError(f"--days: {error}") from None
     out_dir.mkdir(parents=True, exist_ok=True)
-    bundle = generate_self_signed_certificate(validity_days=args.days)
-    bundle.write(certfile=str(certfile), keyfile=str(keyfile))
-    _say(f"wrote {certfile} and {keyfile}")
+    bundle.write(certfile=certfile, keyfile=keyfile)
+    _say(f"wrote {certfile} and {keyfile} (valid until {bundle.not_after:%Y-%m-%d %H:%M} UTC)")
     _say(f"SHA-256: {format_hash(bundle.sha256)}")
-    if args.days > BROWSER_MAX_DAYS:
-        _say(
-            f"warning: browsers accept serverCertificateHashes only for certificates valid for at "
-            f"most {BROWSER_MAX_DAYS} days; this one is valid for {args.days}"
-        )
     return EXIT_OK

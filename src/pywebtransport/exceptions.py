@@ -96,8 +96,18 @@ class SessionError(WebTransportError):
 class StreamError(WebTransportError):
     """A stream failed: reset or stopped by the peer, or used after it closed.
 
-    ``error_code`` is the peer's 32-bit application code when the peer reset or stopped it.
+    Attributes:
+        error_code: the peer's 32-bit WebTransport application code when it reset or stopped
+            the stream with one (None when the code was not a WebTransport code).
+        h3_error_code: the raw HTTP/3 code from the wire, when the peer reset or stopped it
+            (for example 0x10f H3_CONNECT_ERROR, which browsers use when a session ends).
     """
+
+    def __init__(
+        self, message: str = "", *, error_code: int | None = None, h3_error_code: int | None = None
+    ) -> None:
+        super().__init__(message, error_code=error_code)
+        self.h3_error_code = h3_error_code
 
 
 class DatagramError(WebTransportError):

@@ -73,8 +73,9 @@ class WebTransportReceiveStream(_StreamBase):
         self._wake_reader()
 
     def _reset_by_peer(self, app_code: int | None, h3_code: int) -> None:
-        code = app_code if app_code is not None else h3_code
-        self._read_error = StreamError(f"stream {self._stream_id} reset by peer", error_code=code)
+        self._read_error = StreamError(
+            f"stream {self._stream_id} reset by peer", error_code=app_code, h3_error_code=h3_code
+        )
         self._receive_done()
         self._wake_reader()
 
@@ -162,7 +163,10 @@ class WebTransportReceiveStream(_StreamBase):
         while not self._eof:
             if max_size is not None and self._buffered > max_size:
                 raise StreamError(f"stream {self._stream_id} exceeds {max_size} bytes")
-            self._check_readable()
+            if self._read_error is not None:
+                raise self._read_error  # a reset discards what was buffered (RFC 9000 3.2)
+            if self._stopped:
+                raise StreamError(f"stream {self._stream_id} was stopped")
             await self._wait_readable()
         if self._read_error is not None and not self._chunks:
             raise self._read_error
@@ -255,8 +259,9 @@ class WebTransportSendStream(_StreamBase):
             waiter.set_result(None)
 
     def _stopped_by_peer(self, app_code: int | None, h3_code: int) -> None:
-        code = app_code if app_code is not None else h3_code
-        self._write_error = StreamError(f"stream {self._stream_id} stopped by peer", error_code=code)
+        self._write_error = StreamError(
+            f"stream {self._stream_id} stopped by peer", error_code=app_code, h3_error_code=h3_code
+        )
         self._finish_send()
         self._wake_writer()
 

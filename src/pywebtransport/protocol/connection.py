@@ -725,12 +725,14 @@ class WebTransportProtocol:
 
     def _on_request_frame_data(self, stream_id: int, stream: _Stream, payload: bytes) -> None:
         session = stream.session
+        # RFC 9114 4.1: DATA before the first HEADERS is an invalid frame sequence, "a
+        # connection error of type H3_FRAME_UNEXPECTED".
+        if self.is_client and session is not None and session.phase is SessionPhase.CONNECTING:
+            raise ProtocolViolation(H3ErrorCode.H3_FRAME_UNEXPECTED, "DATA before the response")
         if session is None:
+            if not self.is_client and stream.session_id < 0:
+                raise ProtocolViolation(H3ErrorCode.H3_FRAME_UNEXPECTED, "DATA before HEADERS")
             return  # request body of a request that is not a session: ignored
-        if session.phase is SessionPhase.CONNECTING:
-            raise ProtocolViolation(
-                H3ErrorCode.H3_FRAME_UNEXPECTED, "DATA before the response", scope=Scope.STREAM
-            )
         for ctype, value, _end in session.capsules.feed(payload):
             self._on_capsule(session, ctype, value)
             if session.phase is SessionPhase.CLOSED:
@@ -1098,29 +1100,46 @@ class WebTransportProtocol:
 
     # ----------------------------------------------------------------------------- early expiry
 
-    def _early_deadline(self) -> float | None:
-        oldest: float | None = None
+    def _early_streams(self) -> list[tuple[int, _Stream, SessionState | None]]:
+        """Every stream waiting for a session: unknown sessions and sessions not open yet."""
+        out: list[tuple[int, _Stream, SessionState | None]] = []
         for stream_ids in self._unknown_early.values():
             for sid in stream_ids:
                 stream = self._streams.get(sid)
                 if stream is not None and stream.early_since is not None:
-                    if oldest is None or stream.early_since < oldest:
-                        oldest = stream.early_since
-        return None if oldest is None else oldest + self.early_timeout
+                    out.append((sid, stream, None))
+        for session in self._sessions.values():
+            if session.is_pending and session.early_streams:
+                for sid in session.streams:
+                    stream = self._streams.get(sid)
+                    if stream is not None and stream.early_since is not None:
+                        out.append((sid, stream, session))
+        return out
+
+    def _early_deadline(self) -> float | None:
+        if not self._early_count:
+            return None
+        times = [stream.early_since for _, stream, _ in self._early_streams()]
+        return min(t for t in times if t is not None) + self.early_timeout if times else None
 
     def _expire_early(self, now: float) -> None:
-        for session_id in list(self._unknown_early):
-            keep: list[int] = []
-            for sid in self._unknown_early[session_id]:
-                stream = self._streams.get(sid)
-                since = stream.early_since if stream is not None else None
-                if since is not None and since + self.early_timeout <= now:
-                    self._early_count -= 1
-                    self._refuse(sid, H3ErrorCode.WT_BUFFERED_STREAM_REJECTED)
-                    self._forget(sid)
-                else:
-                    keep.append(sid)
-            if keep:
-                self._unknown_early[session_id] = keep
+        """Refuse streams that waited ``early_timeout`` for their session (bounded in time)."""
+        if not self._early_count:
+            return
+        for sid, stream, session in self._early_streams():
+            since = stream.early_since
+            if since is None or since + self.early_timeout > now:
+                continue
+            self._early_count -= 1
+            if session is None:
+                waiting = self._unknown_early.get(stream.session_id, [])
+                if sid in waiting:
+                    waiting.remove(sid)
+                if not waiting:
+                    self._unknown_early.pop(stream.session_id, None)
             else:
-                del self._unknown_early[session_id]
+                session.early_streams -= 1
+                session.streams.discard(sid)
+                session.early = [e for e in session.early if getattr(e, "stream_id", None) != sid]
+            self._refuse(sid, H3ErrorCode.WT_BUFFERED_STREAM_REJECTED)
+            self._forget(sid)

@@ -16,6 +16,9 @@ from .events import Headers
 from .wire import H3ErrorCode
 
 MAX_HEADER_COUNT = 128
+_CONNECTION_SPECIFIC = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
 
 
 @dataclass(slots=True)
@@ -95,7 +98,9 @@ def _split(headers: Headers) -> tuple[dict[bytes, bytes], Headers]:
                 raise _malformed(f"duplicate pseudo-header {name!r}")
             pseudo[name] = value
         else:
-            if name in (b"connection", b"keep-alive", b"transfer-encoding", b"upgrade"):
+            # RFC 9114 4.2: connection-specific fields make a message malformed; TE is
+            # allowed only with the value "trailers".
+            if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
                 raise _malformed(f"connection-specific header {name!r}")
             regular.append((name, value))
     return pseudo, regular

@@ -1,0 +1,467 @@
+"""Interoperability with an HTTP/3 stack this project did not write: aioquic's own H3Connection.
+
+The peer (:mod:`tests.interop.aioquic_peer`) speaks draft-02 through
+``aioquic.h3.connection.H3Connection(enable_webtransport=True)``. Two directions are covered:
+
+* our ``WebTransportClient`` against the aioquic server (routes ``/echo``, ``/push``, ``/close``,
+  ``/reset``, anything else 404);
+* our ``WebTransportServer`` against the aioquic client.
+
+The certificate is made at test time (ECDSA P-256, 10 days; see ``conftest.py``); our client
+trusts it through ``ca_certs`` or through its SHA-256 hash. Every test is bounded by
+``asyncio.timeout(TEST_TIMEOUT)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from pywebtransport import (
+    ClientConfig,
+    ServerApp,
+    ServerConfig,
+    WebTransportClient,
+    WebTransportServer,
+    WebTransportSession,
+)
+from pywebtransport.exceptions import HandshakeError, StreamError
+from pywebtransport.server.echo import echo_handler
+from tests.interop.aioquic_peer import (
+    AioquicClientSession,
+    AioquicServerHandle,
+    app_code_from_http3,
+    open_client_session,
+    start_echo_server,
+)
+from tests.interop.conftest import CertificateFiles
+
+pytestmark = pytest.mark.interop
+
+TEST_TIMEOUT = 10.0
+"""Upper bound on every test."""
+DATAGRAM_WAIT = 1.0
+"""How long one datagram round trip may take before the datagram is sent again (loss)."""
+DATAGRAM_TRIES = 5
+STREAM_SIZE = 300_000
+"""Large enough to span many packets and the peers' initial flow-control windows."""
+
+
+def pattern(size: int, seed: int = 0) -> bytes:
+    """Return ``size`` deterministic, non-repeating-looking bytes."""
+    return bytes((i * 31 + seed) % 251 for i in range(size))
+
+
+async def datagram_roundtrip(
+    send: Callable[[bytes], Awaitable[None]],
+    receive: Callable[[], Awaitable[bytes]],
+    payload: bytes,
+) -> bytes:
+    """Send ``payload`` until an answer arrives (datagrams may be lost); return the answer."""
+    for _ in range(DATAGRAM_TRIES):
+        await send(payload)
+        try:
+            async with asyncio.timeout(DATAGRAM_WAIT):
+                return await receive()
+        except TimeoutError:
+            continue
+    raise AssertionError(f"no datagram came back after {DATAGRAM_TRIES} tries")
+
+
+# ---------------------------------------------------------------------------------------------
+# Our client against the aioquic server
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def aioquic_server(certificate: CertificateFiles) -> AsyncIterator[AioquicServerHandle]:
+    """Run the aioquic WebTransport server on an ephemeral loopback port."""
+    handle = await start_echo_server(
+        host="127.0.0.1", port=0, certfile=certificate.certfile, keyfile=certificate.keyfile
+    )
+    try:
+        yield handle
+    finally:
+        await handle.close()
+
+
+@pytest_asyncio.fixture
+async def client(certificate: CertificateFiles) -> AsyncIterator[WebTransportClient]:
+    """Our client, trusting the test certificate as a CA (verification on)."""
+    async with WebTransportClient(config=ClientConfig(ca_certs=certificate.certfile)) as wt_client:
+        yield wt_client
+
+
+def url(server: AioquicServerHandle, path: str) -> str:
+    """Return the https URL of ``path`` on the aioquic server."""
+    return f"https://127.0.0.1:{server.port}{path}"
+
+
+@pytest.mark.parametrize("trust", ["ca_certs", "certificate_hash"])
+async def test_client_bidi_echo(
+    aioquic_server: AioquicServerHandle, certificate: CertificateFiles, trust: str
+) -> None:
+    if trust == "ca_certs":
+        config = ClientConfig(ca_certs=certificate.certfile)
+    else:
+        config = ClientConfig(server_certificate_hashes=[certificate.sha256])
+    payload = pattern(STREAM_SIZE)
+    async with asyncio.timeout(TEST_TIMEOUT), WebTransportClient(config=config) as wt_client:
+        session = await wt_client.connect(url=url(aioquic_server, "/echo"))
+        assert session.is_ready
+        small = await session.create_bidirectional_stream()
+        await small.write(b"hello", end_stream=True)
+        assert await small.read_all() == b"hello"
+        stream = await session.create_bidirectional_stream()
+        await stream.write(payload, end_stream=True)
+        echoed = await stream.read_all()
+        await session.close()
+    assert len(echoed) == len(payload)
+    assert echoed == payload
+
+
+async def test_client_unidirectional_both_ways(
+    aioquic_server: AioquicServerHandle, client: WebTransportClient
+) -> None:
+    payload = pattern(50_000, seed=3)
+    async with asyncio.timeout(TEST_TIMEOUT):
+        session = await client.connect(url=url(aioquic_server, "/echo"))
+        outgoing = await session.create_unidirectional_stream()
+        await outgoing.write(payload, end_stream=True)
+        incoming = await session.accept_unidirectional_stream(timeout=TEST_TIMEOUT)
+        received = await incoming.read_all()
+        await session.close()
+    assert incoming.stream_id % 4 == 3  # server-initiated unidirectional
+    assert received == payload
+
+
+async def test_client_accepts_server_opened_streams(
+    aioquic_server: AioquicServerHandle, client: WebTransportClient
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        session = await client.connect(url=url(aioquic_server, "/push"))
+        bidi = await session.accept_bidirectional_stream(timeout=TEST_TIMEOUT)
+        bidi_data = await bidi.read_all()
+        uni = await session.accept_unidirectional_stream(timeout=TEST_TIMEOUT)
+        uni_data = await uni.read_all()
+        await session.close()
+    assert bidi.stream_id % 4 == 1  # server-initiated bidirectional
+    assert bidi_data == b"server-bidi"
+    assert uni_data == b"server-uni"
+
+
+async def test_client_datagrams_both_ways(
+    aioquic_server: AioquicServerHandle, client: WebTransportClient
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        session = await client.connect(url=url(aioquic_server, "/echo"))
+        datagrams = session.datagrams
+        assert datagrams.max_datagram_size >= 1000
+        answers = [
+            await datagram_roundtrip(datagrams.send, datagrams.receive, payload)
+            for payload in (b"dgram-1", pattern(1000, seed=5))
+        ]
+        await session.close()
+    assert answers == [b"dgram-1", pattern(1000, seed=5)]
+
+
+async def test_client_sees_404_as_handshake_error(
+    aioquic_server: AioquicServerHandle, client: WebTransportClient
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        with pytest.raises(HandshakeError) as info:
+            await client.connect(url=url(aioquic_server, "/no-such-route"))
+    assert info.value.status == 404
+
+
+async def test_client_observes_close_capsule(
+    aioquic_server: AioquicServerHandle, client: WebTransportClient
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        session = await client.connect(url=url(aioquic_server, "/close"))
+        await session.wait_closed()
+    assert session.is_closed
+    assert session.close_code == 4242
+    assert session.close_reason == "bye"
+
+
+async def test_client_sees_peer_reset_code(
+    aioquic_server: AioquicServerHandle, client: WebTransportClient
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        session = await client.connect(url=url(aioquic_server, "/reset"))
+        stream = await session.create_bidirectional_stream()
+        await stream.write(b"reset me")
+        with pytest.raises(StreamError) as info:
+            await stream.read_all()
+        await session.close()
+    assert info.value.error_code == 7
+
+
+async def test_client_abort_code_reaches_peer(
+    aioquic_server: AioquicServerHandle, client: WebTransportClient
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        session = await client.connect(url=url(aioquic_server, "/echo"))
+        stream = await session.create_bidirectional_stream()
+        await stream.write(b"partial")
+        await stream.abort(code=7)
+        stream_id, http3_code = await aioquic_server.observed.resets.get()
+        await session.close()
+    assert stream_id == stream.stream_id
+    assert http3_code == 0x52E4A40FA8E2
+    assert app_code_from_http3(http3_code) == 7
+
+
+async def test_client_close_reaches_peer(
+    aioquic_server: AioquicServerHandle, client: WebTransportClient
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        session = await client.connect(url=url(aioquic_server, "/echo"))
+        await session.close(code=99, reason="done")
+        observed = await aioquic_server.observed.session_closes.get()
+    assert observed == (session.session_id, 99, "done")
+
+
+# ---------------------------------------------------------------------------------------------
+# Our server against the aioquic client
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    """Futures our server's handlers resolve, keyed by name, for the tests to await."""
+
+    futures: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
+
+    def _future(self, name: str) -> asyncio.Future[Any]:
+        if name not in self.futures:
+            self.futures[name] = asyncio.get_running_loop().create_future()
+        return self.futures[name]
+
+    def set(self, name: str, value: Any) -> None:
+        """Record ``value`` under ``name`` (first value wins)."""
+        future = self._future(name)
+        if not future.done():
+            future.set_result(value)
+
+    async def wait(self, name: str) -> Any:
+        """Wait for the value recorded under ``name``."""
+        return await self._future(name)
+
+
+@dataclass
+class OurServer:
+    """Our server under test and what its handlers saw."""
+
+    port: int
+    probe: Probe
+
+
+def build_app(config: ServerConfig, probe: Probe) -> ServerApp:
+    """Our server's routes for these tests."""
+    app = ServerApp(config=config)
+    app.route("/echo")(echo_handler)
+
+    @app.route("/push")
+    async def push(session: WebTransportSession) -> None:
+        bidi = await session.create_bidirectional_stream()
+        await bidi.write(b"server-bidi", end_stream=True)
+        uni = await session.create_unidirectional_stream()
+        await uni.write(b"server-uni", end_stream=True)
+        probe.set("push_reply", await bidi.read_all())
+        await session.wait_closed()
+
+    @app.route("/reset")
+    async def reset(session: WebTransportSession) -> None:
+        stream = await session.accept_bidirectional_stream(timeout=TEST_TIMEOUT)
+        probe.set("reset_first_read", await stream.read(100))
+        try:
+            data = await stream.read_all()
+        except StreamError as error:
+            probe.set("reset", error.error_code)
+        else:
+            probe.set("reset", f"no error, read {data!r}")
+        await session.wait_closed()
+
+    @app.route("/reset-buffered")
+    async def reset_buffered(session: WebTransportSession) -> None:
+        stream = await session.accept_bidirectional_stream(timeout=TEST_TIMEOUT)
+        try:
+            data = await stream.read_all()
+        except StreamError as error:
+            probe.set("reset_buffered", error.error_code)
+        else:
+            probe.set("reset_buffered", f"no error, read {data!r}")
+        await session.wait_closed()
+
+    @app.route("/hold")
+    async def hold(session: WebTransportSession) -> None:
+        probe.set("hold_headers", dict(session.headers))
+        await session.wait_closed()
+        probe.set("closed", (session.close_code, session.close_reason))
+
+    return app
+
+
+@pytest_asyncio.fixture
+async def our_server(certificate: CertificateFiles) -> AsyncIterator[OurServer]:
+    """Run our server on an ephemeral loopback port."""
+    config = ServerConfig(
+        certfile=certificate.certfile, keyfile=certificate.keyfile, host="127.0.0.1", port=0
+    )
+    probe = Probe()
+    server = WebTransportServer(config=config, app=build_app(config, probe))
+    await server.listen(host="127.0.0.1", port=0)
+    try:
+        yield OurServer(port=server.local_address[1], probe=probe)
+    finally:
+        await server.close()
+
+
+async def peer_session(
+    server: OurServer, certificate: CertificateFiles, path: str
+) -> AioquicClientSession:
+    """Open an aioquic client session on our server (certificate verified)."""
+    return await open_client_session(
+        host="127.0.0.1",
+        port=server.port,
+        path=path,
+        server_name="localhost",
+        cafile=certificate.certfile,
+    )
+
+
+async def test_server_bidi_echo(our_server: OurServer, certificate: CertificateFiles) -> None:
+    payload = pattern(STREAM_SIZE, seed=7)
+    async with asyncio.timeout(TEST_TIMEOUT):
+        peer = await peer_session(our_server, certificate, "/echo")
+        try:
+            assert peer.status == 200
+            small = await peer.open_bidi(b"hello")
+            stream_id = await peer.open_bidi(payload)
+            assert await peer.read_stream(small) == b"hello"
+            echoed = await peer.read_stream(stream_id)
+        finally:
+            await peer.close()
+    assert echoed == payload
+
+
+async def test_server_unidirectional_both_ways(
+    our_server: OurServer, certificate: CertificateFiles
+) -> None:
+    payload = pattern(50_000, seed=9)
+    async with asyncio.timeout(TEST_TIMEOUT):
+        peer = await peer_session(our_server, certificate, "/echo")
+        try:
+            sent_id = await peer.open_uni(payload)
+            stream_id, received = await peer.accept_uni()
+        finally:
+            await peer.close()
+    assert sent_id % 4 == 2  # client-initiated unidirectional
+    assert stream_id % 4 == 3  # server-initiated unidirectional
+    assert received == payload
+
+
+async def test_server_datagrams_both_ways(
+    our_server: OurServer, certificate: CertificateFiles
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        peer = await peer_session(our_server, certificate, "/echo")
+
+        async def send(data: bytes) -> None:
+            peer.send_datagram(data)
+
+        try:
+            answers = [
+                await datagram_roundtrip(send, peer.receive_datagram, payload)
+                for payload in (b"dgram-A", pattern(1000, seed=11))
+            ]
+        finally:
+            await peer.close()
+    assert answers == [b"dgram-A", pattern(1000, seed=11)]
+
+
+async def test_server_opened_streams_reach_aioquic_client(
+    our_server: OurServer, certificate: CertificateFiles
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        peer = await peer_session(our_server, certificate, "/push")
+        try:
+            bidi = await peer.accept_bidi()
+            bidi_data = await peer.read_stream(bidi)
+            await peer.send(bidi, b"client-reply", end=True)
+            uni, uni_data = await peer.accept_uni()
+            reply = await our_server.probe.wait("push_reply")
+        finally:
+            await peer.close()
+    assert bidi % 4 == 1 and uni % 4 == 3
+    assert bidi_data == b"server-bidi"
+    assert uni_data == b"server-uni"
+    assert reply == b"client-reply"
+
+
+async def test_server_sees_peer_reset_code(
+    our_server: OurServer, certificate: CertificateFiles
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        peer = await peer_session(our_server, certificate, "/reset")
+        try:
+            stream_id = await peer.open_bidi(b"some bytes", end=False)
+            # Reset only once our handler holds the stream and has read from it.
+            first = await our_server.probe.wait("reset_first_read")
+            peer.reset_stream(stream_id, 7)
+            code = await our_server.probe.wait("reset")
+        finally:
+            await peer.close()
+    assert first == b"some bytes"
+    assert code == 7
+
+
+async def test_server_sees_reset_with_unread_bytes(
+    our_server: OurServer, certificate: CertificateFiles
+) -> None:
+    # The reset follows the bytes at once, so it reaches a stream whose bytes nobody has read:
+    # read_all() must still end with the peer's code rather than wait for a FIN that never comes.
+    async with asyncio.timeout(TEST_TIMEOUT):
+        peer = await peer_session(our_server, certificate, "/reset-buffered")
+        try:
+            stream_id = await peer.open_bidi(b"unread bytes", end=False)
+            peer.reset_stream(stream_id, 7)
+            code = await our_server.probe.wait("reset_buffered")
+        finally:
+            await peer.close()
+    assert code == 7
+
+
+async def test_server_sees_close_capsule(
+    our_server: OurServer, certificate: CertificateFiles
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        peer = await peer_session(our_server, certificate, "/hold")
+        try:
+            headers = await our_server.probe.wait("hold_headers")
+            peer.close_session(4242, "bye")
+            closed = await our_server.probe.wait("closed")
+            await peer.wait_session_closed()
+        finally:
+            await peer.close()
+    assert headers.get("sec-webtransport-http3-draft02") == "1"
+    assert closed == (4242, "bye")
+
+
+async def test_server_rejects_unknown_path(
+    our_server: OurServer, certificate: CertificateFiles
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        peer = await peer_session(our_server, certificate, "/no-such-route")
+        try:
+            status = peer.status
+        finally:
+            await peer.close()
+    assert status == 404
