@@ -35,8 +35,9 @@ def _key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def make_cert(directory: Path, *, names: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
-              days: int = 10) -> CertBundle:
+def make_cert(
+    directory: Path, *, names: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"), days: int = 10
+) -> CertBundle:
     """Write a self-signed ECDSA P-256 certificate for ``names`` into ``directory``."""
     key = _key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
@@ -46,7 +47,7 @@ def make_cert(directory: Path, *, names: tuple[str, ...] = ("localhost", "127.0.
             sans.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
             sans.append(x509.DNSName(name))
-    start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=1)
+    start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)

@@ -284,6 +284,28 @@ async def test_wait_handlers_waits_for_running_coroutine_handlers() -> None:
     assert finished == [1, 2]
 
 
+async def test_wait_handlers_from_a_handler_does_not_wait_for_itself() -> None:
+    emitter = EventEmitter()
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def slow(event: Event) -> None:
+        await gate.wait()
+        order.append("slow")
+
+    async def joiner(event: Event) -> None:
+        gate.set()
+        await emitter.wait_handlers()
+        order.append("joiner")
+
+    emitter.on(EventType.STREAM_OPENED, slow)
+    emitter.on(EventType.STREAM_OPENED, joiner)
+    emitter.emit(EventType.STREAM_OPENED)
+    async with asyncio.timeout(T):
+        await emitter.wait_handlers()
+    assert order == ["slow", "joiner"]
+
+
 async def test_coroutine_handler_error_is_logged_not_raised(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -17,7 +17,9 @@ from pywebtransport import (
 from tests.conftest import T, url
 
 
-async def test_bidirectional_echo_with_fin(server: WebTransportServer, client_config: ClientConfig) -> None:
+async def test_bidirectional_echo_with_fin(
+    server: WebTransportServer, client_config: ClientConfig
+) -> None:
     async with asyncio.timeout(T), WebTransportClient(config=client_config) as client:
         session = await client.connect(url=url(server))
         assert session.is_ready and session.path == "/echo"
@@ -106,7 +108,9 @@ async def test_client_close_reaches_server_handler(
         await session.close()  # idempotent
 
 
-async def test_reset_codes_both_ways(server: WebTransportServer, client_config: ClientConfig) -> None:
+async def test_reset_codes_both_ways(
+    server: WebTransportServer, client_config: ClientConfig
+) -> None:
     async with asyncio.timeout(T), WebTransportClient(config=client_config) as client:
         session = await client.connect(url=url(server))
         stream = await session.create_bidirectional_stream()
@@ -119,7 +123,9 @@ async def test_reset_codes_both_ways(server: WebTransportServer, client_config: 
         assert info.value.error_code == 7
 
 
-async def test_stop_sending_reaches_writer(server: WebTransportServer, client_config: ClientConfig) -> None:
+async def test_stop_sending_reaches_writer(
+    server: WebTransportServer, client_config: ClientConfig
+) -> None:
     async with asyncio.timeout(T), WebTransportClient(config=client_config) as client:
         session = await client.connect(url=url(server, "/stop"))
         stream = await session.create_bidirectional_stream()
@@ -154,7 +160,9 @@ async def test_writer_memory_is_bounded_when_peer_does_not_read(
         assert 0 < peak <= limit
 
 
-async def test_two_sessions_in_parallel(server: WebTransportServer, client_config: ClientConfig) -> None:
+async def test_two_sessions_in_parallel(
+    server: WebTransportServer, client_config: ClientConfig
+) -> None:
     async with asyncio.timeout(T), WebTransportClient(config=client_config) as client:
         first, second = await asyncio.gather(
             client.connect(url=url(server)), client.connect(url=url(server))

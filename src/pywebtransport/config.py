@@ -28,20 +28,15 @@ class _ConfigBase:
             raise ConfigurationError(f"unknown setting {unknown[0]!r}", field=unknown[0])
         return cls(**data)
 
-    @property
-    def keep_alive_interval(self) -> float | None:
-        """Seconds between keep-alive PINGs (None when keep-alive is off)."""
-        if not getattr(self, "keep_alive", False):
-            return None
-        return min(15.0, float(getattr(self, "idle_timeout")) / 2)
-
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (copies of containers)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, list) else (
-                dict(value) if isinstance(value, dict) else value
+            out[f.name] = (
+                list(value)
+                if isinstance(value, list)
+                else (dict(value) if isinstance(value, dict) else value)
             )
         return out
 
@@ -114,8 +109,15 @@ class ClientConfig(_ConfigBase):
     max_retry_delay: float = 30.0
 
     def __post_init__(self) -> None:
-        _positive(self, "connect_timeout", "idle_timeout", "stream_buffer_size",
-                  "datagram_queue_size", "retry_delay", "max_retry_delay")
+        _positive(
+            self,
+            "connect_timeout",
+            "idle_timeout",
+            "stream_buffer_size",
+            "datagram_queue_size",
+            "retry_delay",
+            "max_retry_delay",
+        )
         _check_udp_payload(self.max_datagram_size)
         if self.retry_backoff < 1.0:
             raise ConfigurationError("retry_backoff must be >= 1.0", field="retry_backoff")
@@ -128,8 +130,16 @@ class ClientConfig(_ConfigBase):
         if (self.certfile is None) != (self.keyfile is None):
             raise ConfigurationError("certfile and keyfile go together", field="certfile")
         if self.congestion_control not in ("reno", "cubic"):
-            raise ConfigurationError("congestion_control is 'reno' or 'cubic'",
-                                     field="congestion_control")
+            raise ConfigurationError(
+                "congestion_control is 'reno' or 'cubic'", field="congestion_control"
+            )
+
+    @property
+    def keep_alive_interval(self) -> float | None:
+        """Seconds between keep-alive PINGs (None when keep-alive is off)."""
+        if not self.keep_alive:
+            return None
+        return min(15.0, self.idle_timeout / 2)
 
 
 @dataclass(kw_only=True)
@@ -169,15 +179,25 @@ class ServerConfig(_ConfigBase):
     congestion_control: str = "reno"
 
     def __post_init__(self) -> None:
-        _positive(self, "idle_timeout", "max_sessions_per_connection", "max_connections",
-                  "stream_buffer_size", "datagram_queue_size", "initial_max_data",
-                  "initial_max_streams_bidi", "initial_max_streams_uni", "max_header_size",
-                  "session_accept_timeout")
+        _positive(
+            self,
+            "idle_timeout",
+            "max_sessions_per_connection",
+            "max_connections",
+            "stream_buffer_size",
+            "datagram_queue_size",
+            "initial_max_data",
+            "initial_max_streams_bidi",
+            "initial_max_streams_uni",
+            "max_header_size",
+            "session_accept_timeout",
+        )
         _check_udp_payload(self.max_datagram_size)
         if not 0 <= self.port <= 65535:
             raise ConfigurationError(f"port {self.port} is out of range", field="port")
         if (self.certfile is None) != (self.keyfile is None):
             raise ConfigurationError("certfile and keyfile go together", field="certfile")
         if self.congestion_control not in ("reno", "cubic"):
-            raise ConfigurationError("congestion_control is 'reno' or 'cubic'",
-                                     field="congestion_control")
+            raise ConfigurationError(
+                "congestion_control is 'reno' or 'cubic'", field="congestion_control"
+            )

@@ -80,7 +80,8 @@ class WebTransportConnection:
 
     def __repr__(self) -> str:
         role = "client" if self.is_client else "server"
-        return f"<WebTransportConnection {role} peer={self.remote_address} sessions={len(self._sessions)}>"
+        peer = self.remote_address
+        return f"<WebTransportConnection {role} peer={peer} sessions={len(self._sessions)}>"
 
     # ----------------------------------------------------------------------------- properties
 
@@ -218,7 +219,7 @@ class WebTransportConnection:
         for event in self.protocol.pop_events():
             self._dispatch(event)
 
-    def _dispatch(self, event: ev.ProtocolEvent) -> None:  # noqa: C901 - one flat dispatch table
+    def _dispatch(self, event: ev.ProtocolEvent) -> None:
         if isinstance(event, ev.StreamData):
             stream = self._streams.get(event.stream_id)
             if isinstance(stream, WebTransportReceiveStream):

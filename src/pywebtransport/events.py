@@ -215,9 +215,12 @@ class EventEmitter:
             self._remove_waiter(key, waiter)
 
     async def wait_handlers(self) -> None:
-        """Wait until every coroutine handler started so far has finished."""
-        while self._event_tasks:
-            await asyncio.gather(*self._event_tasks, return_exceptions=True)
+        """Wait until every coroutine handler has finished, those they start included.
+
+        Called from a handler, it does not wait for that handler itself.
+        """
+        while pending := self._event_tasks - {asyncio.current_task()}:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def cancel_handlers(self) -> None:
         """Cancel every coroutine handler that is still running."""

@@ -53,7 +53,7 @@ class ConfigurationError(WebTransportError, ValueError):
         self.field = field
 
 
-class ConnectionError(WebTransportError, builtins.ConnectionError):  # noqa: A001
+class ConnectionError(WebTransportError, builtins.ConnectionError):
     """The connection could not be made or was lost."""
 
 
@@ -69,15 +69,13 @@ class HandshakeError(WebTransportError):
         headers: the response headers.
     """
 
-    def __init__(
-        self, message: str, *, status: int, headers: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, message: str, *, status: int, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.headers = headers or {}
 
 
-class TimeoutError(WebTransportError, builtins.TimeoutError):  # noqa: A001
+class TimeoutError(WebTransportError, builtins.TimeoutError):
     """A deadline passed."""
 
 

@@ -9,6 +9,7 @@ waiter at once: blocked reads and writes raise, ``wait_closed()`` returns, ``is_
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import time
 from collections import deque
@@ -229,7 +230,7 @@ class WebTransportSession:
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(self._ready)
-        except asyncio.TimeoutError:
+        except builtins.TimeoutError:
             raise TimeoutError(f"session {self._session_id} not ready in {timeout} s") from None
 
     async def wait_closed(self) -> None:
@@ -285,7 +286,7 @@ class WebTransportSession:
                         await self._wait_credit()
                     except ProtocolUsageError as exc:
                         raise SessionError(str(exc)) from None
-        except asyncio.TimeoutError:
+        except builtins.TimeoutError:
             raise FlowControlError(f"no stream credit within {timeout} s") from None
         cls = WebTransportStream if bidirectional else WebTransportSendStream
         stream = cls(self, stream_id)
@@ -310,7 +311,9 @@ class WebTransportSession:
             if isinstance(stream, WebTransportSendStream):
                 stream._wake_writer()
 
-    async def create_bidirectional_stream(self, *, timeout: float | None = None) -> WebTransportStream:
+    async def create_bidirectional_stream(
+        self, *, timeout: float | None = None
+    ) -> WebTransportStream:
         """Open a bidirectional stream."""
         stream = await self._create(True, timeout)
         assert isinstance(stream, WebTransportStream)
@@ -358,7 +361,7 @@ class WebTransportSession:
                         await self._incoming_waiter
                     finally:
                         self._incoming_waiter = None
-        except asyncio.TimeoutError:
+        except builtins.TimeoutError:
             raise TimeoutError(f"no incoming stream within {timeout} s") from None
 
     async def accept_bidirectional_stream(

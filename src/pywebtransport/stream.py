@@ -287,7 +287,9 @@ class WebTransportSendStream(_StreamBase):
         if self._send_closed:
             raise StreamError(f"stream {self._stream_id} is closed for writing")
 
-    async def write(self, data: bytes | bytearray | memoryview, *, end_stream: bool = False) -> None:
+    async def write(
+        self, data: bytes | bytearray | memoryview, *, end_stream: bool = False
+    ) -> None:
         """Send ``data``; returns once all of it is handed to QUIC within the buffer limit.
 
         Waits while the stream's unacknowledged bytes reach ``stream_buffer_size`` or session
@@ -379,7 +381,8 @@ class WebTransportStream(WebTransportReceiveStream, WebTransportSendStream):
     @property
     def is_closed(self) -> bool:
         """True when both directions have ended."""
-        return WebTransportReceiveStream.is_closed.fget(self) and self._send_done.done()  # type: ignore[attr-defined, no-any-return]
+        receive_closed = (self._eof and not self._chunks) or self._read_error is not None
+        return (receive_closed or self._stopped) and self._send_done.done()
 
     async def __aenter__(self) -> WebTransportStream:
         return self
@@ -402,4 +405,3 @@ class WebTransportStream(WebTransportReceiveStream, WebTransportSendStream):
 
 
 AnyStream = WebTransportStream | WebTransportReceiveStream | WebTransportSendStream
-

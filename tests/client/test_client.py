@@ -30,6 +30,8 @@ from pywebtransport import (
 from tests.certs import CertBundle, make_cert
 from tests.conftest import T, url
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 async def test_rejected_route_reaches_client_as_status(
     server: WebTransportServer, client_config: ClientConfig
@@ -109,7 +111,9 @@ async def test_hostname_mismatch_is_rejected(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "bad", ["http://127.0.0.1:4433/", "ftp://x/", "https:///nohost", "https://h:99999/", "nope"]
 )
-async def test_malformed_url_is_a_configuration_error(bad: str, client_config: ClientConfig) -> None:
+async def test_malformed_url_is_a_configuration_error(
+    bad: str, client_config: ClientConfig
+) -> None:
     async with WebTransportClient(config=client_config) as client:
         with pytest.raises(ConfigurationError):
             await client.connect(url=bad)
@@ -150,9 +154,13 @@ async def test_ipv6_loopback(cert: CertBundle, client_config: ClientConfig) -> N
 @pytest.fixture
 async def server_process(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
     """The test application in a child process, so a test can kill it."""
-    root = Path(__file__).resolve().parents[2]
+    root = ROOT
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.server_process", str(tmp_path), "0",
+        sys.executable,
+        "-m",
+        "tests.server_process",
+        str(tmp_path),
+        "0",
         stdout=asyncio.subprocess.PIPE,
         cwd=root,
         env={**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'src'}"},

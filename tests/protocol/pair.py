@@ -21,10 +21,14 @@ class Pair:
 
     def __init__(self, tmp: Path, **kwargs: object) -> None:
         cert = make_cert(tmp)
-        ccfg = QuicConfiguration(is_client=True, alpn_protocols=["h3"], max_datagram_frame_size=65536)
+        ccfg = QuicConfiguration(
+            is_client=True, alpn_protocols=["h3"], max_datagram_frame_size=65536
+        )
         ccfg.verify_mode = ssl.CERT_NONE
         ccfg.server_name = "localhost"
-        scfg = QuicConfiguration(is_client=False, alpn_protocols=["h3"], max_datagram_frame_size=65536)
+        scfg = QuicConfiguration(
+            is_client=False, alpn_protocols=["h3"], max_datagram_frame_size=65536
+        )
         scfg.load_cert_chain(cert.certfile, cert.keyfile)
         self.client = WebTransportProtocol(AioquicEngine(ccfg), **kwargs)  # type: ignore[arg-type]
         self.now = 1.0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
+import contextlib
 import hashlib
 import logging
 import socket
@@ -85,7 +87,8 @@ class ClientStats:
             "connections_successful": self.connections_successful,
             "connections_failed": self.connections_failed,
             "total_connect_time": self.total_connect_time,
-            "min_connect_time": None if self.min_connect_time == float("inf")
+            "min_connect_time": None
+            if self.min_connect_time == float("inf")
             else self.min_connect_time,
             "max_connect_time": self.max_connect_time,
             "avg_connect_time": self.avg_connect_time,
@@ -172,10 +175,8 @@ class WebTransportClient:
             return
         self._closed = True
         for session in list(self._sessions):
-            try:
+            with contextlib.suppress(WebTransportError):
                 await session.close()
-            except WebTransportError:
-                pass
         for conn in list(self._connections):
             conn.close()
         self._sessions.clear()
@@ -223,7 +224,7 @@ class WebTransportClient:
         try:
             async with asyncio.timeout(deadline):
                 session = await self._open(target, self._merged_headers(headers), holder)
-        except asyncio.TimeoutError:
+        except builtins.TimeoutError:
             self._failed(holder, f"timeout after {deadline} s")
             raise TimeoutError(f"no session with {url} within {deadline} s") from None
         except WebTransportError as exc:
@@ -318,7 +319,9 @@ class WebTransportClient:
         except ConnectionError as exc:
             code = exc.error_code or 0
             if _CRYPTO_ERROR_FIRST <= code <= _CRYPTO_ERROR_LAST:
-                raise CertificateError(f"TLS handshake failed: {exc.message}", error_code=code) from None
+                raise CertificateError(
+                    f"TLS handshake failed: {exc.message}", error_code=code
+                ) from None
             raise
         pins = self._config.server_certificate_hashes
         if pins:

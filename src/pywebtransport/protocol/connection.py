@@ -382,7 +382,7 @@ class WebTransportProtocol:
             raise DatagramTooLarge(len(data), limit)
         self.engine.send_datagram(encode_varint(session_id >> 2) + data)
 
-    # ----------------------------------------------------------------------------- internals: set-up
+    # ------------------------------------------------------------------------ internals: set-up
 
     def _init_local_streams(self) -> None:
         settings = build_settings(self.limits)
@@ -877,7 +877,7 @@ class WebTransportProtocol:
             )
             self._send_capsule(session, ctype, encode_varint(fc.remote_max_streams[bidi]))
 
-    # ----------------------------------------------------------------------------- WebTransport streams
+    # ------------------------------------------------------------------------ WebTransport streams
 
     def _attach(
         self, stream_id: int, stream: _Stream, session_id: int, now: float, replay: bytes = b""

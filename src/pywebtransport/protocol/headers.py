@@ -122,10 +122,9 @@ def parse_request(headers: Headers) -> Request:
     scheme = pseudo.get(b":scheme", b"").decode("latin-1")
     path = pseudo.get(b":path", b"").decode("utf-8", "replace")
     authority = pseudo.get(b":authority", b"").decode("latin-1")
-    if method != "CONNECT" or protocol:
-        # RFC 9220 / RFC 9114 4.3.1: extended CONNECT and ordinary requests carry all four.
-        if not scheme or not path:
-            raise _malformed("missing :scheme or :path")
+    # RFC 9220 / RFC 9114 4.3.1: extended CONNECT and ordinary requests carry all four.
+    if (method != "CONNECT" or protocol) and (not scheme or not path):
+        raise _malformed("missing :scheme or :path")
     if method == "CONNECT" and not authority:
         raise _malformed("CONNECT without :authority")
     return Request(method, scheme, authority, path, protocol, regular)

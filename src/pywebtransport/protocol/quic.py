@@ -10,6 +10,7 @@ protocol below.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -216,17 +217,13 @@ class AioquicEngine:
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         """Abruptly end our sending side (RESET_STREAM)."""
-        try:
+        with contextlib.suppress(Exception):  # the stream is already gone or cannot send
             self._quic.reset_stream(stream_id, error_code)
-        except Exception:  # the stream is already gone or cannot send
-            pass
 
     def stop_stream(self, stream_id: int, error_code: int) -> None:
         """Ask the peer to stop sending (STOP_SENDING)."""
-        try:
+        with contextlib.suppress(Exception):  # the stream is already gone or cannot receive
             self._quic.stop_stream(stream_id, error_code)
-        except Exception:  # the stream is already gone or cannot receive
-            pass
 
     def send_datagram(self, data: bytes) -> None:
         """Queue a DATAGRAM frame; the caller checked the size."""
@@ -299,7 +296,7 @@ class PacketRoute:
 
 def route_packet(data: bytes, cid_length: int) -> PacketRoute | None:
     """Read the routing fields of a QUIC packet; None when it cannot be parsed."""
-    from aioquic.buffer import Buffer
+    from aioquic._buffer import Buffer
     from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
     try:

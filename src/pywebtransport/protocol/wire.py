@@ -74,7 +74,7 @@ class CapsuleType(IntEnum):
 
 
 class H3ErrorCode(IntEnum):
-    """HTTP/3 and WebTransport error codes used on RESET_STREAM, STOP_SENDING and CONNECTION_CLOSE."""
+    """HTTP/3 and WebTransport error codes (RESET_STREAM, STOP_SENDING, CONNECTION_CLOSE)."""
 
     H3_DATAGRAM_ERROR = 0x33
     H3_NO_ERROR = 0x100

@@ -9,6 +9,7 @@ and the session is closed when the handler returns (code 0) or raises (code 1, l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -175,7 +176,5 @@ class ServerApp:
 
     def run(self, *, host: str | None = None, port: int | None = None) -> None:
         """Blocking: serve until interrupted (Ctrl-C)."""
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(self.serve(host=host, port=port))
-        except KeyboardInterrupt:
-            pass

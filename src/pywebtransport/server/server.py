@@ -239,7 +239,9 @@ class WebTransportServer:
 
     # ----------------------------------------------------------------------------- sessions
 
-    def _on_session_requested(self, conn: WebTransportConnection, event: ev.SessionRequested) -> None:
+    def _on_session_requested(
+        self, conn: WebTransportConnection, event: ev.SessionRequested
+    ) -> None:
         self._stats.sessions_requested += 1
         session = WebTransportSession(
             conn,
