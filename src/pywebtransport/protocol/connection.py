@@ -80,6 +80,18 @@ _FORBIDDEN_ON_REQUEST = frozenset(
 )
 
 
+_FLOW_CAPSULES = frozenset(
+    {
+        CapsuleType.WT_MAX_DATA,
+        CapsuleType.WT_MAX_STREAMS_BIDI,
+        CapsuleType.WT_MAX_STREAMS_UNI,
+        CapsuleType.WT_DATA_BLOCKED,
+        CapsuleType.WT_STREAMS_BLOCKED_BIDI,
+        CapsuleType.WT_STREAMS_BLOCKED_UNI,
+    }
+)
+
+
 class _Kind(Enum):
     UNKNOWN = "unknown"
     CONTROL = "control"
@@ -827,8 +839,9 @@ class WebTransportProtocol:
             self._finish_session(session, code, reason, by_peer=True)
         elif ctype == CapsuleType.DRAIN_SESSION:
             self._events.append(ev.SessionDraining(session.session_id))
-        elif session.fc is not None:
+        elif session.fc is not None and ctype in _FLOW_CAPSULES:
             self._on_flow_capsule(session, session.fc, ctype, value)
+        # Any other capsule type (grease, DATAGRAM capsules, future ones) is ignored.
 
     def _on_flow_capsule(
         self, session: SessionState, fc: FlowControl, ctype: int, value: bytes

@@ -1,0 +1,164 @@
+"""Session endings, draining, dialect choice, stateless reset and session flow control."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pywebtransport.protocol import CreditExhausted
+from pywebtransport.protocol import events as ev
+from pywebtransport.protocol.codec import encode_capsule, encode_frame, encode_varint
+from pywebtransport.protocol.settings import LocalLimits
+from pywebtransport.protocol.wire import CapsuleType, Dialect, FrameType, H3ErrorCode
+from tests.protocol.pair import Pair
+
+
+def closed(pair: Pair, side: str) -> ev.SessionClosed:
+    (event,) = pair.take(side, ev.SessionClosed)
+    assert isinstance(event, ev.SessionClosed)
+    return event
+
+
+def test_fin_on_connect_stream_without_capsule_ends_the_session(tmp_path: Path) -> None:
+    pair = Pair(tmp_path)
+    sid = pair.open_session()
+    pair.client.engine.send_stream_data(sid, b"", True)
+    pair.roundtrip()
+    event = closed(pair, "server")
+    assert (event.session_id, event.code, event.by_peer) == (sid, 0, True)
+    # The server answers with its own FIN; the client learns the session is over too.
+    assert closed(pair, "client").session_id == sid
+
+
+def test_reset_of_connect_stream_ends_the_session(tmp_path: Path) -> None:
+    pair = Pair(tmp_path)
+    sid = pair.open_session()
+    pair.client.engine.reset_stream(sid, H3ErrorCode.H3_REQUEST_CANCELLED)
+    pair.roundtrip()
+    event = closed(pair, "server")
+    assert event.by_peer and "reset" in event.reason
+    with pytest.raises(Exception, match="not open"):
+        pair.server.create_stream(sid, bidirectional=True)
+
+
+def test_drain_capsule_is_reported_and_session_stays_usable(tmp_path: Path) -> None:
+    pair = Pair(tmp_path)
+    sid = pair.open_session()
+    pair.server.drain_session(sid)
+    pair.roundtrip()
+    (drain,) = pair.take("client", ev.SessionDraining)
+    assert isinstance(drain, ev.SessionDraining) and drain.session_id == sid
+    stream = pair.client.create_stream(sid, bidirectional=True)
+    pair.client.send_stream_data(stream, b"after drain", end_stream=True)
+    pair.roundtrip()
+    data = [e for e in pair.server_events if isinstance(e, ev.StreamData)]
+    assert data and data[-1].data == b"after drain"
+
+
+def test_unknown_and_grease_capsules_are_ignored(tmp_path: Path) -> None:
+    pair = Pair(tmp_path)
+    sid = pair.open_session()
+    grease = encode_capsule(0x1F * 7 + 0x21, b"\x01" * 300) + encode_capsule(0x00, b"")
+    pair.client.engine.send_stream_data(sid, encode_frame(FrameType.DATA, grease))
+    pair.roundtrip()
+    assert not pair.take("server", ev.SessionClosed)
+    pair.client.close_session(sid, code=3, reason="after grease")
+    pair.roundtrip()
+    event = closed(pair, "server")
+    assert (event.code, event.reason) == (3, "after grease")
+
+
+def test_client_speaks_draft02_when_server_offers_only_that(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pywebtransport.protocol import connection as core_module
+    from pywebtransport.protocol.wire import SettingId
+
+    def draft02_only(limits: LocalLimits) -> dict[int, int]:
+        return {
+            SettingId.ENABLE_CONNECT_PROTOCOL: 1,
+            SettingId.H3_DATAGRAM: 1,
+            SettingId.ENABLE_WEBTRANSPORT_DRAFT02: 1,
+        }
+
+    monkeypatch.setattr(core_module, "build_settings", draft02_only)
+    pair = Pair(tmp_path)
+    pair.roundtrip()
+    assert pair.client.dialect is Dialect.DRAFT02
+    sid = pair.client.open_session(authority="localhost:4433", path="/echo")
+    pair.roundtrip()
+    (request,) = pair.take("server", ev.SessionRequested)
+    assert isinstance(request, ev.SessionRequested)
+    assert request.dialect is Dialect.DRAFT02 and request.protocol == "webtransport"
+    assert (b"sec-webtransport-http3-draft02", b"1") in request.headers
+    pair.server.accept_session(sid)
+    pair.roundtrip()
+    (est,) = pair.take("client", ev.SessionEstablished)
+    assert isinstance(est, ev.SessionEstablished)
+    assert (b"sec-webtransport-http3-draft", b"draft02") in est.headers
+
+
+def test_stateless_reset_terminates_the_connection(tmp_path: Path) -> None:
+    pair = Pair(tmp_path)
+    pair.open_session()
+    token = pair.server.engine._quic._host_cids[0].stateless_reset_token  # type: ignore[attr-defined]
+    packet = bytes([0x40]) + b"\x55" * 30 + token
+    pair.client.receive_datagram(packet, ("127.0.0.1", 4433), pair.now)
+    terminated = pair.client.pop_events()
+    assert any(
+        isinstance(e, ev.ConnectionTerminated) and e.by_peer and "stateless" in e.reason
+        for e in terminated
+    )
+    assert pair.client.datagrams_to_send(pair.now) == []
+
+
+def test_flow_control_limits_data_and_grants_more(tmp_path: Path) -> None:
+    pair = Pair(tmp_path, limits=LocalLimits(initial_max_data=1000, initial_max_streams_bidi=2))
+    sid = pair.open_session()
+    stream = pair.client.create_stream(sid, bidirectional=True)
+    assert pair.client.send_capacity(stream) == 1000
+    with pytest.raises(CreditExhausted):
+        pair.client.send_stream_data(stream, b"x" * 1001)
+    pair.client.send_stream_data(stream, b"x" * 1000)
+    assert pair.client.send_capacity(stream) == 0
+    pair.roundtrip()
+    # The server used more than half of its window: it granted more with WT_MAX_DATA.
+    assert pair.take("client", ev.CreditAvailable)
+    assert pair.client.send_capacity(stream) == 1000
+
+
+def test_flow_control_limits_streams(tmp_path: Path) -> None:
+    pair = Pair(tmp_path, limits=LocalLimits(initial_max_streams_bidi=2))
+    sid = pair.open_session()
+    pair.client.create_stream(sid, bidirectional=True)
+    pair.client.create_stream(sid, bidirectional=True)
+    with pytest.raises(CreditExhausted):
+        pair.client.create_stream(sid, bidirectional=True)
+    pair.roundtrip()
+    # Two streams opened of a window of two: the server granted more.
+    assert pair.take("client", ev.CreditAvailable)
+    pair.client.create_stream(sid, bidirectional=True)
+
+
+def test_peer_exceeding_data_credit_closes_only_its_session(tmp_path: Path) -> None:
+    pair = Pair(tmp_path, limits=LocalLimits(initial_max_data=1000))
+    sid = pair.open_session()
+    stream = pair.client.create_stream(sid, bidirectional=True)
+    # Bypass the client's flow control, as a misbehaving peer would.
+    pair.client.engine.send_stream_data(stream, b"y" * 1500)
+    pair.roundtrip()
+    event = closed(pair, "server")
+    assert event.code == H3ErrorCode.WT_FLOW_CONTROL_ERROR
+    client_side = closed(pair, "client")
+    assert f"0x{H3ErrorCode.WT_FLOW_CONTROL_ERROR:x}" in client_side.reason
+    assert not pair.server.terminated
+
+
+def test_decreasing_max_data_is_a_flow_control_error(tmp_path: Path) -> None:
+    pair = Pair(tmp_path)
+    sid = pair.open_session()
+    capsule = encode_capsule(CapsuleType.WT_MAX_DATA, encode_varint(10))
+    pair.client.engine.send_stream_data(sid, encode_frame(FrameType.DATA, capsule))
+    pair.roundtrip()
+    assert closed(pair, "server").code == H3ErrorCode.WT_FLOW_CONTROL_ERROR
