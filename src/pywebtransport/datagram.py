@@ -43,6 +43,8 @@ class WebTransportDatagramTransport:
         self._waiter: asyncio.Future[None] | None = None
         self._closed_error: Exception | None = None
         self._stats = DatagramStats()
+        self._send = self._conn.protocol.send_datagram
+        self._session_id = session.session_id
 
     @property
     def max_datagram_size(self) -> int:
@@ -61,11 +63,11 @@ class WebTransportDatagramTransport:
             DatagramError: larger than :attr:`max_datagram_size`, or no datagram support.
             SessionError: the session is closed.
         """
-        payload = bytes(data)
+        payload = data if type(data) is bytes else bytes(data)
         if self._closed_error is not None:
             raise self._closed_error
         try:
-            self._conn.protocol.send_datagram(self._session.session_id, payload)
+            self._send(self._session_id, payload)
         except DatagramTooLarge as exc:
             self._stats.rejected_outgoing += 1
             raise DatagramError(str(exc)) from None
@@ -89,8 +91,11 @@ class WebTransportDatagramTransport:
                 raise DatagramError("another coroutine is already receiving")
             self._waiter = self._conn.loop.create_future()
             try:
-                async with asyncio.timeout(timeout):
+                if timeout is None:
                     await self._waiter
+                else:
+                    async with asyncio.timeout(timeout):
+                        await self._waiter
             except builtins_timeout:
                 raise TimeoutError(f"no datagram within {timeout} s") from None
             finally:

@@ -20,7 +20,14 @@ from collections.abc import Sequence
 from enum import Enum
 
 from . import events as ev
-from .codec import NeedMoreData, decode_varint, encode_capsule, encode_frame, encode_varint
+from .codec import (
+    NeedMoreData,
+    decode_varint,
+    encode_capsule,
+    encode_frame,
+    encode_varint,
+    varint_size,
+)
 from .errors import (
     CreditExhausted,
     DatagramTooLarge,
@@ -152,6 +159,7 @@ class WebTransportProtocol:
         self.peer_settings: dict[int, int] | None = None
         self.dialect: Dialect | None = None  # client: chosen from the server's SETTINGS
         self.goaway_received = False
+        self._peer_datagrams = False
         self.terminated = False
         self._events: list[ev.ProtocolEvent] = []
         self._streams: dict[int, _Stream] = {}
@@ -377,9 +385,9 @@ class WebTransportProtocol:
 
     def max_datagram_size(self, session_id: int) -> int:
         """The largest datagram payload one packet carries for this session (0: none)."""
-        if self.peer_settings is None or not peer_supports_datagrams(self.peer_settings):
+        if not self._peer_datagrams:
             return 0
-        return max(0, self.engine.max_datagram_payload() - len(encode_varint(session_id >> 2)))
+        return max(0, self.engine.max_datagram_payload() - varint_size(session_id >> 2))
 
     def send_datagram(self, session_id: int, data: bytes) -> None:
         """Send a datagram in an open session.
@@ -388,11 +396,14 @@ class WebTransportProtocol:
             DatagramTooLarge: ``data`` does not fit in one packet; nothing was queued.
             ProtocolUsageError: the session is not open.
         """
-        self._open_session(session_id)
-        limit = self.max_datagram_size(session_id)
+        session = self._sessions.get(session_id)
+        if session is None or session.phase is not SessionPhase.OPEN:
+            raise ProtocolUsageError(f"session {session_id} is not open")
+        prefix = session.datagram_prefix
+        limit = self.engine.max_datagram_payload() - len(prefix) if self._peer_datagrams else 0
         if len(data) > limit:
-            raise DatagramTooLarge(len(data), limit)
-        self.engine.send_datagram(encode_varint(session_id >> 2) + data)
+            raise DatagramTooLarge(len(data), max(limit, 0))
+        self.engine.send_datagram(prefix + data)
 
     # ------------------------------------------------------------------------ internals: set-up
 
@@ -681,6 +692,7 @@ class WebTransportProtocol:
 
     def _on_settings(self, settings: dict[int, int]) -> None:
         self.peer_settings = settings
+        self._peer_datagrams = peer_supports_datagrams(settings)
         if self.is_client:
             self.dialect = server_dialect(settings)
         self._events.append(ev.SettingsReceived(settings, self.dialect))
@@ -983,7 +995,8 @@ class WebTransportProtocol:
                         "session data credit exceeded",
                         scope=Scope.SESSION,
                     )
-                self._grant(session, fc)
+                if fc.received * 2 > fc.local_max_data:
+                    self._grant(session, fc)
             self._events.append(event)
             if fin:
                 self._forget_if_done(stream_id, stream)

@@ -128,6 +128,10 @@ class AioquicEngine:
         self._terminated = False
         self._extra: list[EngineEvent] = []
         self._ping_uid = 0
+        self._reset_tokens: frozenset[bytes] = frozenset()
+        self._reset_key: tuple[int, int] = (0, -1)
+        self._payload_key: tuple[int, int | None] = (0, None)
+        self._payload_limit = 0
 
     @property
     def host_cid(self) -> bytes:
@@ -236,17 +240,23 @@ class AioquicEngine:
 
     def max_datagram_payload(self) -> int:
         """Largest DATAGRAM frame payload that fits in one packet to this peer (0: none)."""
-        remote = self._quic._remote_max_datagram_frame_size  # aioquic internals
-        if not remote:
-            return 0
-        peer_cid = self._quic._peer_cid.cid  # aioquic internals
-        by_packet = (
-            self._max_udp_payload
-            - _SHORT_HEADER_OVERHEAD
-            - len(peer_cid)
-            - _DATAGRAM_FRAME_OVERHEAD
-        )
-        return max(0, min(by_packet, remote - _DATAGRAM_FRAME_OVERHEAD))
+        quic = self._quic
+        peer_cid = quic._peer_cid  # aioquic internals
+        remote = quic._remote_max_datagram_frame_size  # aioquic internals
+        key = (id(peer_cid), remote)
+        if key != self._payload_key:  # recomputed only when the peer CID or limit changes
+            self._payload_key = key
+            if not remote:
+                self._payload_limit = 0
+            else:
+                by_packet = (
+                    self._max_udp_payload
+                    - _SHORT_HEADER_OVERHEAD
+                    - len(peer_cid.cid)
+                    - _DATAGRAM_FRAME_OVERHEAD
+                )
+                self._payload_limit = max(0, min(by_packet, remote - _DATAGRAM_FRAME_OVERHEAD))
+        return self._payload_limit
 
     def send_buffered(self, stream_id: int) -> int:
         """Bytes written on ``stream_id`` that the peer has not acknowledged yet."""
@@ -277,10 +287,16 @@ class AioquicEngine:
         """True when ``data`` ends with a stateless reset token the peer gave us."""
         if len(data) < 21 or data[0] & 0x80:
             return False
-        tail = data[-16:]
         quic = self._quic
-        cids = [quic._peer_cid, *quic._peer_cid_available]  # aioquic internals
-        return any(c.stateless_reset_token == tail for c in cids if c.stateless_reset_token)
+        peer_cid = quic._peer_cid  # aioquic internals
+        available = quic._peer_cid_available  # aioquic internals
+        key = (id(peer_cid), len(available))
+        if key != self._reset_key:  # the token set changes only with the peer's CIDs
+            self._reset_key = key
+            self._reset_tokens = frozenset(
+                c.stateless_reset_token for c in (peer_cid, *available) if c.stateless_reset_token
+            )
+        return data[-16:] in self._reset_tokens
 
 
 @dataclass(slots=True)

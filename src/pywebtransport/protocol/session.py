@@ -122,6 +122,7 @@ class SessionState:
         "capsules",
         "close_received",
         "close_sent",
+        "datagram_prefix",
         "dialect",
         "early",
         "early_bytes",
@@ -134,6 +135,7 @@ class SessionState:
 
     def __init__(self, session_id: int, dialect: Dialect, phase: SessionPhase) -> None:
         self.session_id = session_id
+        self.datagram_prefix = encode_varint(session_id >> 2)  # RFC 9297: quarter stream ID
         self.dialect = dialect
         self.phase = phase
         self.streams: set[int] = set()

@@ -60,6 +60,7 @@ class WebTransportServer:
         self.config = config
         self.app = app
         self._quic_config = self._build_quic_config()
+        self._cid_length = self._quic_config.connection_id_length
         self._transport: UdpEndpoint | None = None
         self._routes: dict[bytes, WebTransportConnection] = {}
         self._cids: dict[WebTransportConnection, set[bytes]] = {}
@@ -169,7 +170,12 @@ class WebTransportServer:
         logger.debug("server socket error: %s", exc)
 
     def _datagram_received(self, data: bytes, addr: Any) -> None:
-        route = route_packet(data, self._quic_config.connection_id_length)
+        if data and not data[0] & 0x80:  # short header: the DCID follows the first byte
+            conn = self._routes.get(data[1 : 1 + self._cid_length])
+            if conn is not None:
+                conn.datagram_received(data, addr)
+                return
+        route = route_packet(data, self._cid_length)
         if route is None:
             self._stats.packets_dropped += 1
             return
