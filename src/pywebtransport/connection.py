@@ -106,9 +106,13 @@ class WebTransportConnection:
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         """Feed one UDP payload from the network."""
+        self.datagrams_received([(data, addr)])
+
+    def datagrams_received(self, batch: list[tuple[bytes, Any]]) -> None:
+        """Feed a batch of UDP payloads from the network, then dispatch and transmit once."""
         if not self.is_client:
-            self.remote_address = addr
-        self.protocol.receive_datagram(data, addr, self.loop.time())
+            self.remote_address = batch[-1][1]
+        self.protocol.receive_datagrams(batch, self.loop.time())
         self.flush_events()
         self.schedule_transmit()
 

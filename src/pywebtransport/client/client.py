@@ -291,8 +291,7 @@ class WebTransportClient:
         holder_conn: list[WebTransportConnection] = []
 
         def on_batch(batch: Batch) -> None:
-            for data, source in batch:
-                holder_conn[0].datagram_received(data, source)
+            holder_conn[0].datagrams_received(batch)
 
         endpoint = UdpEndpoint(
             sock, on_batch=on_batch, on_error=lambda exc: holder_conn[0].error_received(exc)

@@ -90,6 +90,7 @@ class QuicEngine(Protocol):
 
     def connect(self, addr: Address, now: float) -> None: ...
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None: ...
+    def receive_datagrams(self, batch: list[tuple[bytes, Address]], now: float) -> None: ...
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]: ...
     def get_timer(self) -> float | None: ...
     def handle_timer(self, now: float) -> None: ...
@@ -160,6 +161,18 @@ class AioquicEngine:
             self._extra.append(EngineTerminated(STATELESS_RESET_CODE, "stateless reset", True))
             return
         self._quic.receive_datagram(data, addr, now=now)
+
+    def receive_datagrams(self, batch: list[tuple[bytes, Address]], now: float) -> None:
+        """Feed several UDP payloads (one socket read batch) to the engine."""
+        receive = self._quic.receive_datagram
+        for data, addr in batch:
+            if self._terminated:
+                return
+            if self._is_stateless_reset(data):
+                self._terminated = True
+                self._extra.append(EngineTerminated(STATELESS_RESET_CODE, "stateless reset", True))
+                return
+            receive(data, addr, now=now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """UDP payloads to transmit now."""

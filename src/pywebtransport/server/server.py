@@ -163,8 +163,25 @@ class WebTransportServer:
     # ----------------------------------------------------------------------------- packets
 
     def _on_batch(self, batch: Batch) -> None:
-        for data, addr in batch:
-            self._datagram_received(data, addr)
+        if len(batch) == 1:
+            self._datagram_received(*batch[0])
+            return
+        # Group the batch per connection (short headers route by a slice), keeping order.
+        groups: dict[WebTransportConnection, Batch] = {}
+        routes = self._routes
+        cid_length = self._cid_length
+        for item in batch:
+            data = item[0]
+            conn = routes.get(data[1 : 1 + cid_length]) if data and not data[0] & 0x80 else None
+            if conn is None:
+                for pending, items in groups.items():
+                    pending.datagrams_received(items)
+                groups.clear()
+                self._datagram_received(*item)
+            else:
+                groups.setdefault(conn, []).append(item)
+        for conn, items in groups.items():
+            conn.datagrams_received(items)
 
     def _on_error(self, exc: OSError) -> None:
         logger.debug("server socket error: %s", exc)
