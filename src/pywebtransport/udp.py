@@ -11,6 +11,7 @@ beyond that, as the network would; QUIC's loss recovery resends).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections import deque
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 Batch = list[tuple[bytes, Any]]
 _MAX_QUEUED = 1024
+_SOCKET_BUFFER = 2 * 1024 * 1024
 
 
 class UdpEndpoint:
@@ -140,6 +142,10 @@ def open_udp_socket(
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            # Room for a burst of packets between two reads; the kernel caps it at rmem_max.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
         if family == socket.AF_INET6 and local is not None and local[0] in ("::", ""):
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         if local is not None:
