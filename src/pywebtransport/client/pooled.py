@@ -38,7 +38,7 @@ __all__ = ["PooledClient"]
 
 logger = logging.getLogger(__name__)
 
-PoolKey = tuple[str, str, int, str]
+_PoolKey = tuple[str, str, int, str]
 
 
 def _is_healthy(session: WebTransportSession) -> bool:
@@ -46,7 +46,7 @@ def _is_healthy(session: WebTransportSession) -> bool:
     return session.state is SessionState.READY and not session._conn.is_closed
 
 
-def _key_text(key: PoolKey) -> str:
+def _key_text(key: _PoolKey) -> str:
     scheme, host, port, path = key
     host = f"[{host}]" if ":" in host else host
     return f"{scheme}://{host}:{port}{path}"
@@ -124,8 +124,8 @@ class PooledClient:
         self._client = WebTransportClient(config=config)
         self._pool_size = pool_size
         self._cleanup_interval = cleanup_interval
-        self._pools: dict[PoolKey, _KeyPool] = {}
-        self._handed_out: dict[WebTransportSession, PoolKey] = {}
+        self._pools: dict[_PoolKey, _KeyPool] = {}
+        self._handed_out: dict[WebTransportSession, _PoolKey] = {}
         self._cleanup_task: asyncio.Task[None] | None = None
         self._swept = asyncio.Condition()  # notified after every cleanup sweep
         self._sweeps = 0
@@ -209,6 +209,7 @@ class PooledClient:
             pool.idle.clear()
             pool.in_use.clear()
         self._handed_out.clear()
+        self._pools.clear()
         for pool in pools:
             async with pool.condition:
                 pool.condition.notify_all()
@@ -255,14 +256,20 @@ class PooledClient:
                 del self._pools[key]
 
     async def _take_or_reserve(self, pool: _KeyPool, deadline: float) -> WebTransportSession | None:
-        """Hand out an idle healthy session, or reserve a connect slot (None), or wait."""
-        dead: list[WebTransportSession] = []
+        """Hand out an idle healthy session, or reserve a connect slot (None), or wait.
+
+        Nothing is awaited between taking a session or a slot and returning it, so a
+        cancellation cannot lose one.
+        """
         try:
             async with asyncio.timeout_at(deadline), pool.condition:
                 while True:
                     if self._closed:
                         raise ClientError("pooled client is closed")
-                    dead.extend(pool.drop_dead_idle())
+                    dead = pool.drop_dead_idle()
+                    if dead:
+                        await asyncio.gather(*(self._close_quietly(s) for s in dead))
+                        continue  # the world may have changed while closing: look again
                     if pool.idle:
                         session = pool.idle.pop()  # the most recently returned one
                         pool.in_use.add(session)
@@ -285,9 +292,6 @@ class PooledClient:
                 f"no pooled session within {self._client.config.connect_timeout} s "
                 f"({self._pool_size} in use)"
             ) from None
-        finally:
-            for session in dead:
-                await self._close_quietly(session)
 
     async def _connect_reserved(
         self, pool: _KeyPool, url: URL, timeout: float

@@ -89,6 +89,8 @@ class ReconnectingClient(EventEmitter):
     async def __aenter__(self) -> Self:
         if self._closed:
             raise ClientError("client is closed")
+        if self._task is not None:
+            raise ClientError("the client is already entered")
         await self._client.__aenter__()
         self._task = asyncio.get_running_loop().create_task(self._run())
         return self
