@@ -54,6 +54,7 @@ class WebTransportConnection:
         datagram_queue_size: int,
         on_event: Callable[[WebTransportConnection, ev.ProtocolEvent], None] | None = None,
         keep_alive_interval: float | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.protocol = protocol
@@ -77,6 +78,14 @@ class WebTransportConnection:
         self._keep_alive: asyncio.TimerHandle | None = None
         if keep_alive_interval is not None:
             self._keep_alive = self.loop.call_later(keep_alive_interval, self._ping)
+        # With keep-alive PINGs, QUIC's idle timer restarts on the first PING after the last
+        # receipt (RFC 9000 10.1), which would stretch loss detection to idle + interval. A
+        # deadline of last receipt + idle_timeout keeps it within one idle timeout.
+        self._idle_timeout = idle_timeout
+        self._last_received = self.loop.time()
+        self._liveness: asyncio.TimerHandle | None = None
+        if idle_timeout is not None:
+            self._liveness = self.loop.call_later(idle_timeout, self._check_liveness)
 
     def __repr__(self) -> str:
         role = "client" if self.is_client else "server"
@@ -112,6 +121,7 @@ class WebTransportConnection:
         """Feed a batch of UDP payloads from the network, then dispatch and transmit once."""
         if not self.is_client:
             self.remote_address = batch[-1][1]
+        self._last_received = self.loop.time()
         self.protocol.receive_datagrams(batch, self.loop.time())
         self.flush_events()
         self.schedule_transmit()
@@ -164,6 +174,17 @@ class WebTransportConnection:
             self.protocol.engine.send_ping()
             self.schedule_transmit()
         self._keep_alive = self.loop.call_later(self._keep_alive_interval, self._ping)
+
+    def _check_liveness(self) -> None:
+        """Declare the connection lost when nothing arrived for ``idle_timeout`` seconds."""
+        assert self._idle_timeout is not None
+        if self.closed.done():
+            return
+        deadline = self._last_received + self._idle_timeout
+        if self.loop.time() >= deadline:
+            self._terminate(ConnectionError(f"no packet from the peer in {self._idle_timeout} s"))
+            return
+        self._liveness = self.loop.call_at(deadline, self._check_liveness)
 
     def watch_writable(self, stream: WebTransportSendStream) -> None:
         """Wake ``stream`` when it may write again."""
@@ -300,10 +321,10 @@ class WebTransportConnection:
         self.close_error = exc
         if event is None:
             self.protocol.close(code=0x100, reason="")
-        for handle in (self._timer, self._keep_alive):
+        for handle in (self._timer, self._keep_alive, self._liveness):
             if handle is not None:
                 handle.cancel()
-        self._timer = self._keep_alive = None
+        self._timer = self._keep_alive = self._liveness = None
         for fut in (self.handshake_done, self.settings_received):
             if not fut.done():
                 fut.set_exception(exc)

@@ -236,13 +236,11 @@ async def test_killed_server_is_noticed_within_the_idle_timeout(
     rc = ReconnectingClient(url=killable_server.url, config=reconnecting_config(idle_timeout=1.0))
     async with asyncio.timeout(3 * T), rc:
         session = await rc.get_session(wait_timeout=T)
-        assert session is not None and await echo_once(session, b"one") == b"one"
+        assert session is not None  # quiet from here: the last packet came with the 200
         lost = next_event(rc, EventType.CONNECTION_LOST)
         killable_server.kill()
         killed_at = time.monotonic()
-        ev = await lost
-        detected = ev.timestamp - killed_at
-    print("DETECTED", detected, ev.data)
+        detected = (await lost).timestamp - killed_at
     assert detected <= 1.0 + 0.2, f"loss noticed {detected:.3f} s after the kill"
 
 
@@ -261,9 +259,8 @@ async def test_killed_server_is_lost_then_reconnected_on_return(
         killable_server.kill()
         killed_at = time.monotonic()
         lost_event = await lost
-        # The bound of today's connection layer (idle timeout + keep-alive interval); the
-        # stricter bound of client-behaviour.md is checked by the test above.
-        assert lost_event.timestamp - killed_at <= 1.5 * idle_timeout + 0.2
+        # client-behaviour.md: the loss is known within one idle timeout.
+        assert lost_event.timestamp - killed_at <= idle_timeout + 0.2
         assert first.is_closed and not rc.is_connected
         assert len(established) == 1
 

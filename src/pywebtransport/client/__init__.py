@@ -1,7 +1,23 @@
-"""The client API (see docs/client.md)."""
+"""The client API: exactly the names of the seed page (see docs/client.md)."""
 
 from __future__ import annotations
 
+from .browser import WebTransportBrowser
 from .client import ClientStats, WebTransportClient
+from .monitor import ClientMonitor
+from .pool import ClientPool
+from .pooled import PooledClient
+from .reconnecting import ReconnectingClient
+from .utils import benchmark_client_performance, test_client_connectivity
 
-__all__ = ["ClientStats", "WebTransportClient"]
+__all__ = [
+    "ClientMonitor",
+    "ClientPool",
+    "ClientStats",
+    "PooledClient",
+    "ReconnectingClient",
+    "WebTransportBrowser",
+    "WebTransportClient",
+    "benchmark_client_performance",
+    "test_client_connectivity",
+]

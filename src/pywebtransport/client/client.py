@@ -302,6 +302,7 @@ class WebTransportClient:
             remote_address=addr,
             datagram_queue_size=cfg.datagram_queue_size,
             keep_alive_interval=cfg.keep_alive_interval,
+            idle_timeout=cfg.idle_timeout if cfg.keep_alive else None,
         )
         holder_conn.append(conn)
         conn.add_close_callback(lambda _c: endpoint.close())
