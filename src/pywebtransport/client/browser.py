@@ -17,18 +17,19 @@ from typing import TYPE_CHECKING
 from ..config import ClientConfig
 from ..exceptions import ClientError, WebTransportError
 from ..session import WebTransportSession
+from ._lifecycle import AsyncLifecycle
 from ._url import parse_url
 from .client import URL, WebTransportClient
 
 if TYPE_CHECKING:
-    from types import TracebackType
+    pass
 
 __all__ = ["WebTransportBrowser"]
 
 logger = logging.getLogger(__name__)
 
 
-class WebTransportBrowser:
+class WebTransportBrowser(AsyncLifecycle):
     """A browser-like client: one current session and back/forward history.
 
     Use inside ``async with``; leaving the block closes the current session and the client.
@@ -37,14 +38,15 @@ class WebTransportBrowser:
         config: configuration of the underlying :class:`WebTransportClient`.
     """
 
+    _noun = "browser"
+
     def __init__(self, *, config: ClientConfig | None = None) -> None:
         self._client = WebTransportClient(config=config)
         self._history: list[URL] = []
         self._index = -1
         self._session: WebTransportSession | None = None
         self._lock = asyncio.Lock()
-        self._entered = False
-        self._closed = False
+        super().__init__()
 
     # ----------------------------------------------------------------------------- properties
 
@@ -64,7 +66,7 @@ class WebTransportBrowser:
         return self._client
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("open" if self._entered else "new")
+        state = self._state_text
         return (
             f"<WebTransportBrowser [{state}] history={len(self._history)} index={self._index} "
             f"current={self.current_url!r}>"
@@ -73,25 +75,10 @@ class WebTransportBrowser:
     # ----------------------------------------------------------------------------- life cycle
 
     async def __aenter__(self) -> WebTransportBrowser:
-        if self._closed:
-            raise ClientError("browser is closed")
+        self._check_enter()
         await self._client.__aenter__()
         self._entered = True
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    def _check_usable(self) -> None:
-        if self._closed:
-            raise ClientError("browser is closed")
-        if not self._entered:
-            raise ClientError("use the browser inside 'async with'")
 
     async def close(self) -> None:
         """Close the current session and the underlying client. Idempotent."""

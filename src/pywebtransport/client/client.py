@@ -20,7 +20,6 @@ from ..connection import WebTransportConnection
 from ..constants import ALPN_H3
 from ..exceptions import (
     CertificateError,
-    ClientError,
     ConnectionError,
     TimeoutError,
     WebTransportError,
@@ -28,11 +27,10 @@ from ..exceptions import (
 from ..protocol import AioquicEngine, ProtocolUsageError, WebTransportProtocol
 from ..session import WebTransportSession
 from ..udp import Batch, UdpEndpoint, open_udp_socket
+from ._lifecycle import AsyncLifecycle
 from ._url import ParsedURL, parse_url
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from .reconnecting import ReconnectingClient
 
 logger = logging.getLogger(__name__)
@@ -96,18 +94,19 @@ class ClientStats:
         }
 
 
-class WebTransportClient:
+class WebTransportClient(AsyncLifecycle):
     """Opens WebTransport sessions. Use inside ``async with``.
 
     Args:
         config: how to connect (defaults: verification on, 10 s connect timeout).
     """
 
+    _noun = "client"
+
     def __init__(self, *, config: ClientConfig | None = None) -> None:
         self._config = config or ClientConfig()
         self._default_headers: Headers = {}
-        self._entered = False
-        self._closed = False
+        super().__init__()
         self._sessions: set[WebTransportSession] = set()
         self._connections: set[WebTransportConnection] = set()
         self._stats = ClientStats()
@@ -150,24 +149,15 @@ class WebTransportClient:
         return self._stats
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("open" if self._entered else "new")
+        state = self._state_text
         return f"<WebTransportClient {state} sessions={len(self._sessions)}>"
 
     # ----------------------------------------------------------------------------- life cycle
 
     async def __aenter__(self) -> WebTransportClient:
-        if self._closed:
-            raise ClientError("client is closed")
+        self._check_enter()
         self._entered = True
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Close every session and connection this client opened. Idempotent."""
@@ -180,12 +170,6 @@ class WebTransportClient:
         for conn in list(self._connections):
             conn.close()
         self._sessions.clear()
-
-    def _check_usable(self) -> None:
-        if self._closed:
-            raise ClientError("client is closed")
-        if not self._entered:
-            raise ClientError("use the client inside 'async with'")
 
     def set_default_headers(self, *, headers: Headers) -> None:
         """Headers sent with every later :meth:`connect` (after the config's headers)."""

@@ -15,19 +15,20 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..config import ClientConfig
-from ..exceptions import ClientError, ConfigurationError
+from ..exceptions import ConfigurationError
 from ..session import WebTransportSession
+from ._lifecycle import AsyncLifecycle
 from .client import URL, WebTransportClient
 
 if TYPE_CHECKING:
-    from types import TracebackType
+    pass
 
 __all__ = ["ClientPool"]
 
 logger = logging.getLogger(__name__)
 
 
-class ClientPool:
+class ClientPool(AsyncLifecycle):
     """A fixed set of :class:`WebTransportClient` objects. Use inside ``async with``.
 
     Args:
@@ -37,16 +38,17 @@ class ClientPool:
         ConfigurationError: ``configs`` is empty (also a ``ValueError``).
     """
 
+    _noun = "client pool"
+
     def __init__(self, *, configs: list[ClientConfig | None]) -> None:
         if not configs:
             raise ConfigurationError("ClientPool needs at least one configuration", field="configs")
         self._clients = [WebTransportClient(config=config) for config in configs]
         self._next = 0
-        self._entered = False
-        self._closed = False
+        super().__init__()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("open" if self._entered else "new")
+        state = self._state_text
         sessions = sum(client.stats["active_sessions"] for client in self._clients)
         return (
             f"<ClientPool [{state}] clients={len(self._clients)} next={self._next} "
@@ -56,26 +58,15 @@ class ClientPool:
     # ----------------------------------------------------------------------------- life cycle
 
     async def __aenter__(self) -> ClientPool:
-        if self._closed:
-            raise ClientError("client pool is closed")
+        self._check_enter()
         for client in self._clients:
             await client.__aenter__()
         self._entered = True
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
+        """Close every client (same as :meth:`close_all`)."""
         await self.close_all()
-
-    def _check_usable(self) -> None:
-        if self._closed:
-            raise ClientError("client pool is closed")
-        if not self._entered:
-            raise ClientError("use the client pool inside 'async with'")
 
     # ----------------------------------------------------------------------------- API
 

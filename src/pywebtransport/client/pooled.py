@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING
 from ..config import ClientConfig
 from ..exceptions import ClientError, ConfigurationError, TimeoutError, WebTransportError
 from ..session import SessionState, WebTransportSession
+from ._lifecycle import AsyncLifecycle
 from ._url import parse_url
 from .client import URL, WebTransportClient
 
 if TYPE_CHECKING:
-    from types import TracebackType
+    pass
 
 __all__ = ["PooledClient"]
 
@@ -89,7 +90,7 @@ class _KeyPool:
         }
 
 
-class PooledClient:
+class PooledClient(AsyncLifecycle):
     """Hands out reusable sessions, at most ``pool_size`` per URL key. Use inside ``async with``.
 
     Take a session with :meth:`get_session` and give it back with :meth:`return_session`; a
@@ -104,6 +105,8 @@ class PooledClient:
     Raises:
         ConfigurationError: ``pool_size`` or ``cleanup_interval`` is not positive.
     """
+
+    _noun = "pooled client"
 
     def __init__(
         self,
@@ -129,8 +132,7 @@ class PooledClient:
         self._cleanup_task: asyncio.Task[None] | None = None
         self._swept = asyncio.Condition()  # notified after every cleanup sweep
         self._sweeps = 0
-        self._entered = False
-        self._closed = False
+        super().__init__()
 
     # ----------------------------------------------------------------------------- properties
 
@@ -159,7 +161,7 @@ class PooledClient:
         return {_key_text(key): pool.counts() for key, pool in self._pools.items()}
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("open" if self._entered else "new")
+        state = self._state_text
         parts = [
             f"{_key_text(key)}: {len(pool.idle)} idle, {len(pool.in_use)} in use, "
             f"{pool.connecting} connecting, {pool.waiting} waiting"
@@ -170,26 +172,11 @@ class PooledClient:
     # ----------------------------------------------------------------------------- life cycle
 
     async def __aenter__(self) -> PooledClient:
-        if self._closed:
-            raise ClientError("pooled client is closed")
+        self._check_enter()
         await self._client.__aenter__()
         self._entered = True
         self._cleanup_task = asyncio.get_running_loop().create_task(self._cleanup_loop())
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    def _check_usable(self) -> None:
-        if self._closed:
-            raise ClientError("pooled client is closed")
-        if not self._entered:
-            raise ClientError("use the pooled client inside 'async with'")
 
     async def close(self) -> None:
         """Close idle and handed-out sessions and the underlying client. Idempotent.
