@@ -162,3 +162,22 @@ def test_decreasing_max_data_is_a_flow_control_error(tmp_path: Path) -> None:
     pair.client.engine.send_stream_data(sid, encode_frame(FrameType.DATA, capsule))
     pair.roundtrip()
     assert closed(pair, "server").code == H3ErrorCode.WT_FLOW_CONTROL_ERROR
+
+
+def test_credit_grants_stay_half_a_window_apart(tmp_path: Path) -> None:
+    window = 4000
+    pair = Pair(tmp_path, limits=LocalLimits(initial_max_data=window))
+    sid = pair.open_session()
+    stream = pair.client.create_stream(sid, bidirectional=True)
+    grants = 0
+    sent = 0
+    # Send 25 windows' worth in small pieces; each grant must cover half a window at least.
+    while sent < 25 * window:
+        room = pair.client.send_capacity(stream)
+        assert room > 0, f"stalled after {sent} bytes"
+        piece = min(room, 500)
+        pair.client.send_stream_data(stream, b"d" * piece)
+        sent += piece
+        pair.roundtrip()
+        grants += len(pair.take("client", ev.CreditAvailable))
+    assert 25 <= grants <= 2 * 25 + 2

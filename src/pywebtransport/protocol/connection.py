@@ -1000,7 +1000,7 @@ class WebTransportProtocol:
                         "session data credit exceeded",
                         scope=Scope.SESSION,
                     )
-                if fc.received * 2 > fc.local_max_data:
+                if fc.data_update_due():
                     self._grant(session, fc)
             self._events.append(event)
             if fin:

@@ -99,18 +99,27 @@ class FlowControl:
         """Streams of this kind we may still open."""
         return self.remote_max_streams[bidirectional] - self.we_opened[bidirectional]
 
+    def data_update_due(self) -> bool:
+        """True once the peer has used half of the data window we granted."""
+        return (self.local_max_data - self.received) * 2 < self.window
+
     def updates(self) -> bytes:
-        """Capsules that raise the peer's credit once half of it is used (empty if none due)."""
+        """Capsules that raise the peer's credit once half a window is used (empty if none).
+
+        Each grant restores a full window beyond what was received or opened, so grants are
+        spaced half a window apart whatever the total transferred.
+        """
         out = b""
-        if self.received * 2 > self.local_max_data:
+        if self.data_update_due():
             self.local_max_data = self.received + self.window
             out += encode_capsule(CapsuleType.WT_MAX_DATA, encode_varint(self.local_max_data))
         for bidi, ctype in (
             (True, CapsuleType.WT_MAX_STREAMS_BIDI),
             (False, CapsuleType.WT_MAX_STREAMS_UNI),
         ):
-            if self.peer_opened[bidi] * 2 > self.local_max_streams[bidi]:
-                self.local_max_streams[bidi] = self.peer_opened[bidi] + self.window_streams[bidi]
+            window = self.window_streams[bidi]
+            if (self.local_max_streams[bidi] - self.peer_opened[bidi]) * 2 < window:
+                self.local_max_streams[bidi] = self.peer_opened[bidi] + window
                 out += encode_capsule(ctype, encode_varint(self.local_max_streams[bidi]))
         return out
 
