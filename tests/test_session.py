@@ -189,3 +189,67 @@ async def test_remote_address_is_the_clients_real_address(
         assert host == "127.0.0.1"
         assert port != server.local_address[1]
         await session.close()
+
+
+async def test_finished_streams_are_forgotten(
+    server: WebTransportServer, client_config: ClientConfig
+) -> None:
+    async with asyncio.timeout(T), WebTransportClient(config=client_config) as client:
+        session = await client.connect(url=url(server))
+        for n in range(20):
+            stream = await session.create_bidirectional_stream()
+            await stream.write_all(b"%d" % n)
+            assert await stream.read_all() == b"%d" % n
+        out = await session.create_unidirectional_stream()
+        await out.write_all(b"uni")
+        back = await session.accept_unidirectional_stream()
+        assert await back.read_all() == b"uni"
+        # Every stream ended both ways: neither the session nor the connection keeps them.
+        assert session.get_stats()["active_streams"] == 0
+        assert not session._conn._streams
+        assert session.get_stats()["streams_opened"] == 21
+
+
+async def test_outgoing_datagram_queue_is_bounded_and_counted(
+    server: WebTransportServer, cert: object
+) -> None:
+    config = ClientConfig(
+        server_certificate_hashes=[cert.sha256],  # type: ignore[attr-defined]
+        datagram_queue_size=8,
+    )
+    async with asyncio.timeout(T), WebTransportClient(config=config) as client:
+        session = await client.connect(url=url(server))
+        for n in range(100):  # send() does not yield: nothing leaves before the loop ends
+            await session.datagrams.send(b"%03d" % n)
+        stats = session.datagrams.stats
+        assert (stats["sent"], stats["dropped_outgoing"]) == (100, 92)
+        # The newest eight survive and are echoed.
+        assert await session.datagrams.receive() == b"092"
+
+
+async def test_read_after_local_stop_raises(
+    server: WebTransportServer, client_config: ClientConfig
+) -> None:
+    async with asyncio.timeout(T), WebTransportClient(config=client_config) as client:
+        session = await client.connect(url=url(server, "/sink"))
+        stream = await session.create_bidirectional_stream()
+        await stream.write(b"x")
+        await stream.stop(code=3)
+        with pytest.raises(StreamError):
+            await stream.readexactly(4)
+        with pytest.raises(StreamError):
+            await stream.readline()
+
+
+async def test_failed_connects_leave_no_connection_behind(
+    server: WebTransportServer, client_config: ClientConfig
+) -> None:
+    from pywebtransport import HandshakeError
+
+    async with asyncio.timeout(T), WebTransportClient(config=client_config) as client:
+        for _ in range(3):
+            with pytest.raises(HandshakeError):
+                await client.connect(url=url(server, "/missing"))
+        closing = [c.wait_closed() for c in client._connections]
+        await asyncio.gather(*closing)
+        assert client.stats["active_connections"] == 0

@@ -195,7 +195,10 @@ async def _serve(args: argparse.Namespace, *, certfile: str, keyfile: str, diges
     config = ServerConfig(certfile=certfile, keyfile=keyfile, host=args.host, port=args.port)
     app = ServerApp(config=config)
     app.route(ECHO_PATH)(echo_handler)
-    server = WebTransportServer(config=config, app=app)
+    try:
+        server = WebTransportServer(config=config, app=app)
+    except errors.ServerError as error:
+        return _fail(str(error))
     pages = PageServer()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -204,7 +207,7 @@ async def _serve(args: argparse.Namespace, *, certfile: str, keyfile: str, diges
     try:
         try:
             await server.listen(host=args.host, port=args.port)
-        except OSError as error:
+        except (OSError, errors.ServerError) as error:
             return _fail(f"cannot listen on UDP {args.host}:{args.port}: {error}")
         udp_port = int(server.local_address[1])
         _add_demo_routes(pages, args.host, udp_port, digest)

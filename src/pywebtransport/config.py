@@ -73,7 +73,8 @@ class ClientConfig(_ConfigBase):
         connect_timeout: one deadline for QUIC, TLS and the CONNECT response, in seconds.
         idle_timeout: QUIC idle timeout; a silent connection is declared lost after it.
         verify_mode: TLS verification (``ssl.CERT_REQUIRED`` by default).
-        ca_certs: a PEM file of trusted CAs (the system store when None).
+        ca_certs: a PEM file of trusted CAs; when set, only these are trusted (when None,
+            the CA bundle aioquic ships, from certifi).
         server_certificate_hashes: SHA-256 digests of accepted server certificates; when given,
             the certificate is accepted if and only if its hash is listed (like the browser's
             ``serverCertificateHashes``).

@@ -221,6 +221,10 @@ class WebTransportConnection:
             # A client connection exists for its session; close it once the close is sent.
             self.loop.call_soon(self.close)
 
+    def forget_stream(self, stream_id: int) -> None:
+        """Stop routing events for ``stream_id`` (both directions have ended)."""
+        self._streams.pop(stream_id, None)
+
     def register_stream(self, stream_id: int, stream: AnyStream) -> None:
         """Route core events for ``stream_id`` to ``stream``."""
         self._streams[stream_id] = stream

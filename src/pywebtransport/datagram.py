@@ -24,6 +24,7 @@ class DatagramStats:
     bytes_sent: int = 0
     bytes_received: int = 0
     dropped_incoming: int = 0  # arrived while the receive queue was full (oldest dropped)
+    dropped_outgoing: int = 0  # queued for sending while the send queue was full (oldest dropped)
     rejected_outgoing: int = 0  # refused by send(): too large or no datagram support
 
 
@@ -67,13 +68,14 @@ class WebTransportDatagramTransport:
         if self._closed_error is not None:
             raise self._closed_error
         try:
-            self._send(self._session_id, payload)
+            dropped = self._send(self._session_id, payload)
         except DatagramTooLarge as exc:
             self._stats.rejected_outgoing += 1
             raise DatagramError(str(exc)) from None
         except ProtocolUsageError as exc:
             raise SessionError(str(exc)) from None
         self._stats.sent += 1
+        self._stats.dropped_outgoing += dropped
         self._stats.bytes_sent += len(payload)
         self._conn.schedule_transmit()
 

@@ -341,7 +341,9 @@ class WebTransportSession:
         return stream
 
     def _forget_stream(self, stream_id: int) -> None:
+        """Both directions of a stream ended: no event can concern it any more."""
         self._streams.pop(stream_id, None)
+        self._conn.forget_stream(stream_id)
 
     async def _next_incoming(self, kind: type | None, timeout: float | None) -> IncomingStream:
         try:

@@ -29,6 +29,17 @@ class _StreamBase:
         self._session = session
         self._conn = session._conn
         self._stream_id = stream_id
+        # Which directions are still live; when neither is, the session forgets the stream.
+        self._recv_open = isinstance(self, WebTransportReceiveStream)
+        self._send_open = isinstance(self, WebTransportSendStream)
+
+    def _direction_done(self, *, receive: bool) -> None:
+        if receive:
+            self._recv_open = False
+        else:
+            self._send_open = False
+        if not self._recv_open and not self._send_open:
+            self._session._forget_stream(self._stream_id)
 
     @property
     def stream_id(self) -> int:
@@ -90,7 +101,8 @@ class WebTransportReceiveStream(_StreamBase):
             waiter.set_result(None)
 
     def _receive_done(self) -> None:
-        """Hook for bidirectional streams to learn both directions ended."""
+        if self._recv_open:
+            self._direction_done(receive=True)
 
     # -- public API
 
@@ -180,6 +192,8 @@ class WebTransportReceiveStream(_StreamBase):
     async def readexactly(self, n: int) -> bytes:
         """Read exactly ``n`` bytes; ``asyncio.IncompleteReadError`` at an early end."""
         while self._buffered < n:
+            if self._stopped:
+                raise StreamError(f"stream {self._stream_id} was stopped")
             if self._eof:
                 partial = b"".join(self._chunks)
                 self._chunks.clear()
@@ -205,6 +219,8 @@ class WebTransportReceiveStream(_StreamBase):
                 raise asyncio.IncompleteReadError(joined, None)
             if self._read_error is not None:
                 raise self._read_error
+            if self._stopped:
+                raise StreamError(f"stream {self._stream_id} was stopped")
             if len(self._chunks) > 1:
                 self._chunks.clear()
                 self._chunks.append(joined)
@@ -277,7 +293,8 @@ class WebTransportSendStream(_StreamBase):
         self._send_finished()
 
     def _send_finished(self) -> None:
-        """Hook for bidirectional streams to learn both directions ended."""
+        if self._send_open:
+            self._direction_done(receive=False)
 
     # -- public API
 
@@ -296,8 +313,8 @@ class WebTransportSendStream(_StreamBase):
         flow control has no credit: real backpressure.
 
         Raises:
-            StreamError: the peer stopped the stream, or it was closed or aborted.
-            SessionError: the session or connection ended.
+            StreamError: the peer stopped the stream, it was closed or aborted, or its
+                session or connection ended.
         """
         self._check_writable()
         protocol = self._conn.protocol
@@ -375,8 +392,7 @@ class WebTransportStream(WebTransportReceiveStream, WebTransportSendStream):
     """A bidirectional WebTransport stream: both sides on one object."""
 
     def __init__(self, session: WebTransportSession, stream_id: int) -> None:
-        WebTransportReceiveStream.__init__(self, session, stream_id)
-        WebTransportSendStream.__init__(self, session, stream_id)
+        super().__init__(session, stream_id)  # cooperative: receive, then send, then base
 
     @property
     def is_closed(self) -> bool:

@@ -203,7 +203,6 @@ class WebTransportClient(AsyncLifecycle):
         target = parse_url(url)
         deadline = self._config.connect_timeout if timeout is None else timeout
         start = time.monotonic()
-        conn: WebTransportConnection | None = None
         holder: list[WebTransportConnection] = []
         try:
             async with asyncio.timeout(deadline):
@@ -217,11 +216,9 @@ class WebTransportClient(AsyncLifecycle):
         except BaseException:
             self._failed(holder, "cancelled")
             raise
-        conn = holder[0]
         self._stats.record(ok=True, elapsed=time.monotonic() - start)
         self._sessions.add(session)
         session._closed.add_done_callback(lambda _: self._sessions.discard(session))
-        conn.add_close_callback(self._connections.discard)
         return session
 
     def _failed(self, holder: list[WebTransportConnection], reason: str) -> None:
@@ -271,6 +268,7 @@ class WebTransportClient(AsyncLifecycle):
         protocol = WebTransportProtocol(
             AioquicEngine(self._quic_configuration(target.host)),
             stream_send_buffer=cfg.stream_buffer_size,
+            max_pending_datagrams=cfg.datagram_queue_size,
         )
         holder_conn: list[WebTransportConnection] = []
 
@@ -292,6 +290,7 @@ class WebTransportClient(AsyncLifecycle):
         conn.add_close_callback(lambda _c: endpoint.close())
         holder.append(conn)
         self._connections.add(conn)
+        conn.add_close_callback(self._connections.discard)
         protocol.connect(addr, loop.time())
         conn.transmit()
         await self._handshake(conn)

@@ -136,6 +136,8 @@ class WebTransportProtocol:
             session that is not open yet.
         early_timeout: seconds such a stream may wait before it is refused.
         stream_send_buffer: unacknowledged bytes one stream may have queued in the engine.
+        max_pending_datagrams: datagrams queued for sending (congestion control may hold them);
+            beyond it the oldest are dropped, as a full network queue would.
     """
 
     def __init__(
@@ -147,6 +149,7 @@ class WebTransportProtocol:
         max_early_streams: int = 32,
         early_timeout: float = 5.0,
         stream_send_buffer: int = 1024 * 1024,
+        max_pending_datagrams: int = 1024,
     ) -> None:
         self.engine = engine
         self.is_client = engine.is_client
@@ -155,6 +158,7 @@ class WebTransportProtocol:
         self.max_early_streams = max_early_streams
         self.early_timeout = early_timeout
         self.stream_send_buffer = stream_send_buffer
+        self.max_pending_datagrams = max_pending_datagrams
         self.max_early_bytes = 64 * 1024
         self.peer_settings: dict[int, int] | None = None
         self.dialect: Dialect | None = None  # client: chosen from the server's SETTINGS
@@ -394,8 +398,8 @@ class WebTransportProtocol:
             return 0
         return max(0, self.engine.max_datagram_payload() - varint_size(session_id >> 2))
 
-    def send_datagram(self, session_id: int, data: bytes) -> None:
-        """Send a datagram in an open session.
+    def send_datagram(self, session_id: int, data: bytes) -> int:
+        """Send a datagram in an open session. Returns how many older queued ones were dropped.
 
         Raises:
             DatagramTooLarge: ``data`` does not fit in one packet; nothing was queued.
@@ -409,6 +413,7 @@ class WebTransportProtocol:
         if len(data) > limit:
             raise DatagramTooLarge(len(data), max(limit, 0))
         self.engine.send_datagram(prefix + data)
+        return self.engine.trim_datagrams(self.max_pending_datagrams)
 
     # ------------------------------------------------------------------------ internals: set-up
 

@@ -101,6 +101,7 @@ class QuicEngine(Protocol):
     def stop_stream(self, stream_id: int, error_code: int) -> None: ...
     def send_datagram(self, data: bytes) -> None: ...
     def send_ping(self) -> None: ...
+    def trim_datagrams(self, limit: int) -> int: ...
     def max_datagram_payload(self) -> int: ...
     def send_buffered(self, stream_id: int) -> int: ...
     def close(self, error_code: int, reason: str) -> None: ...
@@ -245,6 +246,15 @@ class AioquicEngine:
     def send_datagram(self, data: bytes) -> None:
         """Queue a DATAGRAM frame; the caller checked the size."""
         self._quic.send_datagram_frame(data)
+
+    def trim_datagrams(self, limit: int) -> int:
+        """Drop the oldest queued datagrams beyond ``limit``; returns how many were dropped."""
+        pending = self._quic._datagrams_pending  # aioquic internals
+        dropped = 0
+        while len(pending) > limit:
+            pending.popleft()
+            dropped += 1
+        return dropped
 
     def send_ping(self) -> None:
         """Queue a PING frame (keeps the connection and NAT bindings alive)."""

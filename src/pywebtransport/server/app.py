@@ -134,11 +134,10 @@ class ServerApp:
             return False
         handler, params = resolved
         session.path_params = params
-        for middleware in self.middleware:
-            status = await middleware(session)
-            if status is not None:
-                reject_session(session, status=status)
-                return False
+        status = await self._run_middleware(session)
+        if status is not None:
+            reject_session(session, status=status)
+            return False
         try:
             accept_session(session)
         except SessionError:
@@ -153,6 +152,35 @@ class ServerApp:
             return True
         await session.close()
         return True
+
+    async def _run_middleware(self, session: WebTransportSession) -> int | None:
+        """The first rejection status a middleware gives, or None to accept.
+
+        A middleware that raises, answers something that is not a rejection status, or takes
+        longer than ``session_accept_timeout`` in all, gets the request answered 500 / 503: a
+        request is never left unanswered.
+        """
+        try:
+            async with asyncio.timeout(self.config.session_accept_timeout):
+                for middleware in self.middleware:
+                    status = await middleware(session)
+                    if status is None:
+                        continue
+                    if not 300 <= status <= 599:
+                        logger.error(
+                            "middleware %r answered %r, not a rejection", middleware, status
+                        )
+                        return 500
+                    return status
+        except TimeoutError:
+            logger.error(
+                "middleware took over %s s for %s", self.config.session_accept_timeout, session.path
+            )
+            return 503
+        except Exception:
+            logger.exception("middleware raised for %s", session.path)
+            return 500
+        return None
 
     async def _startup(self) -> None:
         for hook in self._startup_hooks:

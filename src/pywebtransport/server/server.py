@@ -226,6 +226,7 @@ class WebTransportServer:
             ),
             max_header_size=cfg.max_header_size,
             stream_send_buffer=cfg.stream_buffer_size,
+            max_pending_datagrams=cfg.datagram_queue_size,
         )
         transport = self._transport
         assert transport is not None
