@@ -1,0 +1,71 @@
+"""ClientConfig / ServerConfig: defaults, validation naming the field, and the helpers."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+
+from pywebtransport import ClientConfig, ConfigurationError, ServerConfig
+
+
+def test_defaults_are_safe() -> None:
+    config = ClientConfig()
+    assert config.verify_mode == ssl.CERT_REQUIRED
+    assert config.connect_timeout > 0 and config.idle_timeout > 0
+    assert config.keep_alive_interval == min(15.0, config.idle_timeout / 2)
+    assert ClientConfig(keep_alive=False).keep_alive_interval is None
+    server = ServerConfig()
+    assert server.max_sessions_per_connection > 0 and server.max_connections > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"connect_timeout": 0}, "connect_timeout"),
+        ({"idle_timeout": -1}, "idle_timeout"),
+        ({"max_datagram_size": 100}, "max_datagram_size"),
+        ({"retry_backoff": 0.5}, "retry_backoff"),
+        ({"server_certificate_hashes": [b"short"]}, "server_certificate_hashes"),
+        ({"certfile": "c.pem"}, "certfile"),
+        ({"congestion_control": "bbr"}, "congestion_control"),
+        ({"stream_buffer_size": 0}, "stream_buffer_size"),
+    ],
+)
+def test_client_validation_names_the_field(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        ClientConfig(**kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"port": 70000}, "port"),
+        ({"max_connections": 0}, "max_connections"),
+        ({"keyfile": "k.pem"}, "certfile"),
+        ({"initial_max_data": 0}, "initial_max_data"),
+    ],
+)
+def test_server_validation_names_the_field(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        ServerConfig(**kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+def test_create_from_dict_to_dict_update_copy() -> None:
+    config = ClientConfig.create(connect_timeout=3.0, headers={"a": "1"})
+    assert config.connect_timeout == 3.0
+    data = config.to_dict()
+    assert ClientConfig.from_dict(data) == config
+    data["headers"]["a"] = "changed"  # to_dict copies containers
+    assert config.headers == {"a": "1"}
+    updated = config.update(idle_timeout=5.0)
+    assert updated.idle_timeout == 5.0 and config.idle_timeout != 5.0
+    copied = config.copy()
+    assert copied == config and copied is not config and copied.headers is not config.headers
+    with pytest.raises(ConfigurationError) as info:
+        ClientConfig.from_dict({"no_such_setting": 1})
+    assert info.value.field == "no_such_setting"
+    with pytest.raises(ConfigurationError):
+        config.update(connect_timeout=-1)
