@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 
 import pywebtransport
 from pywebtransport.cli import main
-from tests.interop.chromium import Chromium, find_chromium
+from tests.interop.chromium import Chromium
 
 TIMEOUT = 30.0
 SRC_DIR = str(Path(pywebtransport.__file__).resolve().parent.parent)
@@ -132,7 +132,6 @@ async def run_cli(*args: str, timeout: float = TIMEOUT) -> tuple[int, str, str]:
 
 
 @pytest.mark.interop
-@pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed")
 async def test_serve_demo_page_connect_and_stop(served: Served, tmp_path: Path) -> None:
     # The page and its settings are served over plain HTTP.
     status, page = await http_get(served.http_port, "/")
