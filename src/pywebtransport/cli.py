@@ -6,6 +6,10 @@
   the demo page posts.
 - ``connect`` opens a session to a URL, measures stream and datagram round trips and exits 0 on
   success; failures exit with a distinct status and a one-line explanation.
+  With ``--workers N`` the UDP port is served by N worker processes (``SO_REUSEPORT``), each
+  announced by a ``WORKER`` line and summed up by a ``WORKER-EXIT`` line when serve stops. A
+  certificate serve generated itself is replaced every 12 days (it is valid for 13); each
+  rotation prints ``ROTATED hash=<hex>`` and the demo page's ``/config.json`` follows it.
 - ``cert generate`` writes a browser-compatible self-signed certificate and prints its hash.
 """
 
@@ -45,6 +49,7 @@ from pywebtransport.server.certificate import (
     parse_hash,
 )
 from pywebtransport.server.echo import echo_handler
+from pywebtransport.server.workers import WorkerGroup
 from pywebtransport.web import PageServer, demo_page
 
 __all__ = ["main"]
@@ -85,6 +90,17 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--cert", help="PEM certificate (default: a fresh self-signed one)")
     serve.add_argument("--key", help="PEM private key for --cert")
+    serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="worker processes sharing the UDP port with SO_REUSEPORT (default 1)",
+    )
+    # Hidden, for tests: when to replace a generated certificate, and its validity.
+    serve.add_argument(
+        "--rotate-after", type=_positive_float, default=12 * 86400.0, help=argparse.SUPPRESS
+    )
+    serve.add_argument("--cert-days", type=_positive_float, default=13.0, help=argparse.SUPPRESS)
     serve.set_defaults(handler=_run_serve)
 
     connect = commands.add_parser("connect", help="measure round trips against an echo server")
@@ -167,22 +183,44 @@ def _fail(text: str, status: int = EXIT_FAILURE) -> int:
 # ------------------------------------------------------------------------------------- serve
 
 
+@dataclass
+class _Certificate:
+    """The certificate being served; ``directory`` is set when serve generated it (rotation)."""
+
+    certfile: str
+    keyfile: str
+    digest: bytes
+    directory: Path | None = None
+    generation: int = 0
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     if (args.cert is None) != (args.key is None):
         raise _UsageError("--cert and --key go together")
     with tempfile.TemporaryDirectory(prefix="pywebtransport-") as temp_dir:
         if args.cert is not None:
-            certfile, keyfile = args.cert, args.key
             try:
-                digest = certificate_sha256(Path(certfile).read_bytes())
+                digest = certificate_sha256(Path(args.cert).read_bytes())
             except (OSError, ValueError) as error:
-                return _fail(f"cannot read the certificate {certfile}: {error}")
+                return _fail(f"cannot read the certificate {args.cert}: {error}")
+            cert = _Certificate(args.cert, args.key, digest)
         else:
-            bundle = generate_self_signed_certificate(hostnames=_certificate_names(args.host))
-            certfile, keyfile = str(Path(temp_dir) / "cert.pem"), str(Path(temp_dir) / "key.pem")
-            bundle.write(certfile=certfile, keyfile=keyfile)
-            digest = bundle.sha256
-        return asyncio.run(_serve(args, certfile=certfile, keyfile=keyfile, digest=digest))
+            cert = _Certificate("", "", b"", directory=Path(temp_dir))
+            _generate_certificate(cert, args)
+        return asyncio.run(_serve(args, cert))
+
+
+def _generate_certificate(cert: _Certificate, args: argparse.Namespace) -> None:
+    """Write a fresh self-signed certificate into ``cert.directory`` and point ``cert`` at it."""
+    assert cert.directory is not None
+    bundle = generate_self_signed_certificate(
+        hostnames=_certificate_names(args.host), validity_days=args.cert_days
+    )
+    suffix = f"-{cert.generation}" if cert.generation else ""
+    certfile = str(cert.directory / f"cert{suffix}.pem")
+    keyfile = str(cert.directory / f"key{suffix}.pem")
+    bundle.write(certfile=certfile, keyfile=keyfile)
+    cert.certfile, cert.keyfile, cert.digest = certfile, keyfile, bundle.sha256
 
 
 def _certificate_names(host: str) -> tuple[str, ...]:
@@ -191,46 +229,144 @@ def _certificate_names(host: str) -> tuple[str, ...]:
     return (host, *_DEFAULT_CERT_NAMES)
 
 
-async def _serve(args: argparse.Namespace, *, certfile: str, keyfile: str, digest: bytes) -> int:
-    config = ServerConfig(certfile=certfile, keyfile=keyfile, host=args.host, port=args.port)
+def echo_app(config: ServerConfig) -> ServerApp:
+    """The application ``serve`` runs: the echo handler on ``/echo`` (a worker app factory)."""
     app = ServerApp(config=config)
     app.route(ECHO_PATH)(echo_handler)
+    return app
+
+
+class _Backend:
+    """What serves the UDP port: one in-process server, or a group of worker processes."""
+
+    def __init__(self, server: WebTransportServer | None, group: WorkerGroup | None) -> None:
+        self.server, self.group = server, group
+
+    @classmethod
+    async def start(cls, args: argparse.Namespace, config: ServerConfig) -> _Backend:
+        if args.workers > 1:
+            group = WorkerGroup(echo_app, config=config, workers=args.workers)
+            await group.start()
+            return cls(None, group)
+        server = WebTransportServer(config=config, app=echo_app(config))
+        try:
+            await server.listen(host=args.host, port=args.port)
+        except BaseException:
+            await server.close()
+            raise
+        return cls(server, None)
+
+    @property
+    def port(self) -> int:
+        if self.group is not None:
+            assert self.group.port is not None
+            return self.group.port
+        assert self.server is not None
+        return int(self.server.local_address[1])
+
+    async def reload(self, cert: _Certificate) -> None:
+        if self.group is not None:
+            await self.group.reload_certificate(certfile=cert.certfile, keyfile=cert.keyfile)
+        elif self.server is not None:
+            self.server.reload_certificate(certfile=cert.certfile, keyfile=cert.keyfile)
+
+    async def failed(self) -> None:
+        """Return when a worker exited on its own (never for the in-process server)."""
+        if self.group is None or not await self.group.wait():
+            await asyncio.Future()  # waits until cancelled
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.server.close()
+        if self.group is not None:
+            await self.group.stop()
+            for info in self.group.workers:
+                stats = info.stats
+                _say(
+                    f"WORKER-EXIT index={info.index} pid={info.pid} code={info.exitcode} "
+                    f"connections={stats.get('connections_accepted', 0)} "
+                    f"sessions={stats.get('sessions_accepted', 0)}"
+                )
+
+
+async def _serve(args: argparse.Namespace, cert: _Certificate) -> int:
+    config = ServerConfig(
+        certfile=cert.certfile, keyfile=cert.keyfile, host=args.host, port=args.port
+    )
     try:
-        server = WebTransportServer(config=config, app=app)
-    except errors.ServerError as error:
-        return _fail(str(error))
+        backend = await _Backend.start(args, config)
+    except (OSError, errors.ServerError) as error:
+        return _fail(f"cannot listen on UDP {args.host}:{args.port}: {error}")
     pages = PageServer()
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        try:
-            await server.listen(host=args.host, port=args.port)
-        except (OSError, errors.ServerError) as error:
-            return _fail(f"cannot listen on UDP {args.host}:{args.port}: {error}")
-        udp_port = int(server.local_address[1])
-        _add_demo_routes(pages, args.host, udp_port, digest)
+        udp_port = backend.port
+        _add_demo_routes(pages, args.host, udp_port, cert)
         http_port = args.port if args.http_port is None else args.http_port
         try:
             await pages.start(host=args.host, port=http_port)
         except OSError as error:
             return _fail(f"cannot listen on TCP {args.host}:{http_port}: {error}")
-        hex_hash = format_hash(digest)
-        _say(
-            f"WebTransport echo server on https://{_display_host(args.host)}:{udp_port}{ECHO_PATH}"
-        )
-        _say(f"Certificate SHA-256: {hex_hash}")
-        _say(f"Open http://{_display_host(args.host)}:{pages.port}/ in a browser")
-        _say(f"READY udp={udp_port} http={pages.port} hash={hex_hash}")
-        await stop.wait()
-        _say("stopping")
+        _announce(args, backend, pages.port, format_hash(cert.digest))
+        return await _serve_until_stopped(args, backend, cert, stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await pages.close()
-        await server.close()
+        await backend.close()
+
+
+def _announce(args: argparse.Namespace, backend: _Backend, http_port: int, hex_hash: str) -> None:
+    host = _display_host(args.host)
+    _say(f"WebTransport echo server on https://{host}:{backend.port}{ECHO_PATH}")
+    if backend.group is not None:
+        for info in backend.group.workers:
+            _say(f"WORKER index={info.index} pid={info.pid} udp={info.port}")
+    _say(f"Certificate SHA-256: {hex_hash}")
+    _say(f"Open http://{host}:{http_port}/ in a browser")
+    _say(f"READY udp={backend.port} http={http_port} hash={hex_hash}")
+
+
+async def _serve_until_stopped(
+    args: argparse.Namespace, backend: _Backend, cert: _Certificate, stop: asyncio.Event
+) -> int:
+    tasks = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(backend.failed())}
+    if cert.directory is not None:
+        tasks.add(asyncio.ensure_future(_rotate_forever(args, backend, cert)))
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            return _fail(f"serving failed: {task.exception()}")
+    if not stop.is_set():
+        return _fail("a worker exited; stopping the others")
+    _say("stopping")
     return EXIT_OK
+
+
+async def _rotate_forever(args: argparse.Namespace, backend: _Backend, cert: _Certificate) -> None:
+    """Replace the generated certificate every ``--rotate-after`` seconds (before it expires)."""
+    while True:
+        await asyncio.sleep(args.rotate_after)  # a timer, not a wait for an event
+        previous = (cert.certfile, cert.keyfile)
+        cert.generation += 1
+        _generate_certificate(cert, args)
+        await backend.reload(cert)
+        _remove_files(previous)  # loaded already; open connections keep what they negotiated
+        logger.info("rotated the certificate to %s", cert.certfile)
+        _say(f"ROTATED hash={format_hash(cert.digest)}")
+
+
+def _remove_files(paths: Sequence[str]) -> None:
+    for path in paths:
+        Path(path).unlink(missing_ok=True)
 
 
 def _display_host(host: str) -> str:
@@ -239,13 +375,22 @@ def _display_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _add_demo_routes(pages: PageServer, host: str, udp_port: int, digest: bytes) -> None:
+def _add_demo_routes(pages: PageServer, host: str, udp_port: int, cert: _Certificate) -> None:
     url = (
         None if host in _WILDCARD_HOSTS else f"https://{_display_host(host)}:{udp_port}{ECHO_PATH}"
     )
-    config = {"url": url, "port": udp_port, "path": ECHO_PATH, "certificateHash": digest.hex()}
+
+    def config_json() -> bytes:  # the hash of the certificate in use now (it rotates)
+        config = {
+            "url": url,
+            "port": udp_port,
+            "path": ECHO_PATH,
+            "certificateHash": cert.digest.hex(),
+        }
+        return json.dumps(config).encode()
+
     pages.add_get("/", demo_page())
-    pages.add_get("/config.json", json.dumps(config).encode(), content_type="application/json")
+    pages.add_get("/config.json", config_json, content_type="application/json")
 
     async def on_report(report: Any) -> None:
         _say(f"REPORT {json.dumps(report, separators=(',', ':'))}")

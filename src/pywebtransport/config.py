@@ -9,6 +9,7 @@ from typing import Any, Self
 
 from . import constants as c
 from .exceptions import ConfigurationError
+from .protocol.subprotocol import is_valid_protocol
 
 
 class _ConfigBase:
@@ -58,6 +59,17 @@ def _positive(obj: object, *names: str) -> None:
             raise ConfigurationError(f"{name} must be a positive number, got {value!r}", field=name)
 
 
+def _check_protocols(value: object) -> None:
+    if not isinstance(value, list) or not all(
+        isinstance(p, str) and is_valid_protocol(p) for p in value
+    ):
+        raise ConfigurationError(
+            f"protocols is a list of HTTP tokens, got {value!r}", field="protocols"
+        )
+    if len(set(value)) != len(value):
+        raise ConfigurationError("protocols lists a name twice", field="protocols")
+
+
 def _check_udp_payload(value: int) -> None:
     if not 1200 <= value <= 65527:
         raise ConfigurationError(
@@ -79,6 +91,8 @@ class ClientConfig(_ConfigBase):
             the certificate is accepted if and only if its hash is listed (like the browser's
             ``serverCertificateHashes``).
         headers: headers sent with every CONNECT.
+        protocols: application subprotocols offered in ``wt-available-protocols`` (the
+            server picks one; ``session.protocol`` tells which). Empty: none offered.
         user_agent: the ``user-agent`` header (None: not sent).
         max_datagram_size: UDP payload size of the packets we send.
         stream_buffer_size: unacknowledged bytes one stream may queue before write() waits.
@@ -97,6 +111,7 @@ class ClientConfig(_ConfigBase):
     certfile: str | None = None
     keyfile: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    protocols: list[str] = field(default_factory=list)
     user_agent: str | None = c.DEFAULT_USER_AGENT
     max_datagram_size: int = c.DEFAULT_MAX_UDP_PAYLOAD
     stream_buffer_size: int = c.DEFAULT_STREAM_SEND_BUFFER
@@ -120,6 +135,7 @@ class ClientConfig(_ConfigBase):
             "max_retry_delay",
         )
         _check_udp_payload(self.max_datagram_size)
+        _check_protocols(self.protocols)
         if self.retry_backoff < 1.0:
             raise ConfigurationError("retry_backoff must be >= 1.0", field="retry_backoff")
         for digest in self.server_certificate_hashes:
@@ -160,6 +176,11 @@ class ServerConfig(_ConfigBase):
             control credit granted to peers that use it (drafts 13 to 16).
         max_header_size: largest encoded request header section accepted.
         session_accept_timeout: seconds a request may wait for the application's decision.
+        protocols: subprotocols the server speaks, most preferred first; it answers
+            ``wt-protocol`` with the first of these the client offered (an app's
+            ``select_protocol(offered)`` method, when present, decides instead).
+        shutdown_grace: seconds ``close()`` lets draining sessions finish by default (0: the
+            DRAIN capsules and GOAWAY are sent, then every session is closed at once).
     """
 
     host: str = "127.0.0.1"
@@ -178,8 +199,19 @@ class ServerConfig(_ConfigBase):
     max_header_size: int = c.DEFAULT_MAX_HEADER_SIZE
     session_accept_timeout: float = 10.0
     congestion_control: str = "reno"
+    protocols: list[str] = field(default_factory=list)
+    shutdown_grace: float = 0.0
 
     def __post_init__(self) -> None:
+        _check_protocols(self.protocols)
+        if (
+            not isinstance(self.shutdown_grace, int | float)
+            or isinstance(self.shutdown_grace, bool)
+            or self.shutdown_grace < 0
+        ):
+            raise ConfigurationError(
+                f"shutdown_grace must be >= 0, got {self.shutdown_grace!r}", field="shutdown_grace"
+            )
         _positive(
             self,
             "idle_timeout",

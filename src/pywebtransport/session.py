@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .datagram import WebTransportDatagramTransport
 from .exceptions import FlowControlError, SessionError, StreamError, TimeoutError
 from .protocol import CreditExhausted, ProtocolUsageError
+from .protocol.subprotocol import PROTOCOL, chosen_protocol, encode_protocol
 from .stream import WebTransportReceiveStream, WebTransportSendStream, WebTransportStream
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ class WebTransportSession:
         self._remote_address = remote_address
         self._state = SessionState.CONNECTING
         self._protocol: str | None = None
+        self._offered_protocols: list[str] = []  # client: what its CONNECT offered
         self._close_code: int | None = None
         self._close_reason: str | None = None
         self._closed_error: Exception | None = None
@@ -185,6 +187,16 @@ class WebTransportSession:
     def _on_ready(self, headers: list[tuple[str, str]] | None = None) -> None:
         if headers is not None and self._conn.is_client:
             self._headers = headers
+            chosen = chosen_protocol(
+                [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+            )
+            # A choice the client did not offer is ignored (no protocol was negotiated).
+            if chosen is not None and chosen in self._offered_protocols:
+                self._protocol = chosen
+            elif chosen is not None:
+                logger.warning(
+                    "session %d: server chose unoffered protocol %r", self._session_id, chosen
+                )
         self._set_state(SessionState.READY)
         self._stats.ready_at = time.monotonic()
         if not self._ready.done():
@@ -397,10 +409,11 @@ class WebTransportSession:
 def accept_session(session: WebTransportSession, *, headers: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
     """Server: answer the session's CONNECT with 200 (used by the server layer)."""
     conn = session._conn
+    section = [(k.encode(), v.encode()) for k, v in headers]
+    if session._protocol is not None and not any(k == PROTOCOL for k, _ in section):
+        section.append((PROTOCOL, encode_protocol(session._protocol)))
     try:
-        conn.protocol.accept_session(
-            session.session_id, headers=[(k.encode(), v.encode()) for k, v in headers]
-        )
+        conn.protocol.accept_session(session.session_id, headers=section)
     except ProtocolUsageError as exc:
         raise SessionError(f"cannot accept: {exc}") from None
     session._on_ready()

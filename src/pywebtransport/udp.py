@@ -136,12 +136,25 @@ class UdpEndpoint:
 
 
 def open_udp_socket(
-    *, local: tuple[str, int] | None = None, remote: Any = None, family: int
+    *,
+    local: tuple[str, int] | None = None,
+    remote: Any = None,
+    family: int,
+    reuse_port: bool = False,
 ) -> socket.socket:
-    """A non-blocking UDP socket, bound to ``local`` and/or connected to ``remote``."""
+    """A non-blocking UDP socket, bound to ``local`` and/or connected to ``remote``.
+
+    With ``reuse_port`` the socket sets ``SO_REUSEPORT`` before binding, so several processes
+    (of the same user) can bind the same address; the kernel then spreads incoming datagrams
+    over them by a hash of the 4-tuple, which keeps each client address on one socket.
+    """
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
+        if reuse_port:
+            if not hasattr(socket, "SO_REUSEPORT"):
+                raise OSError("SO_REUSEPORT is not available on this platform")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             # Room for a burst of packets between two reads; the kernel caps it at rmem_max.
             with contextlib.suppress(OSError):

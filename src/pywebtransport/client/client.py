@@ -25,6 +25,7 @@ from ..exceptions import (
     WebTransportError,
 )
 from ..protocol import AioquicEngine, ProtocolUsageError, WebTransportProtocol
+from ..protocol.subprotocol import AVAILABLE_PROTOCOLS, encode_protocol_list, offered_protocols
 from ..session import WebTransportSession
 from ..udp import Batch, UdpEndpoint, open_udp_socket
 from ._lifecycle import AsyncLifecycle
@@ -181,6 +182,12 @@ class WebTransportClient(AsyncLifecycle):
         merged: dict[str, str] = {}
         if self._config.user_agent:
             merged["user-agent"] = self._config.user_agent
+        if self._config.protocols:
+            # Structured-field List of Strings (draft-13+); sent in every dialect, as Chromium
+            # does. An explicit header of the same name (below) replaces it.
+            merged[AVAILABLE_PROTOCOLS.decode()] = encode_protocol_list(
+                self._config.protocols
+            ).decode()
         for source in (self._config.headers, self._default_headers, headers or {}):
             for name, value in source.items():
                 merged[name.lower()] = value
@@ -334,6 +341,7 @@ class WebTransportClient(AsyncLifecycle):
         session = WebTransportSession(
             conn, sid, path=target.path, headers=[], remote_address=conn.remote_address
         )
+        session._offered_protocols = offered_protocols(headers)
         conn.add_session(session)
         conn.transmit()
         await session.ready()

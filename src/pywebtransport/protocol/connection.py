@@ -163,6 +163,8 @@ class WebTransportProtocol:
         self.peer_settings: dict[int, int] | None = None
         self.dialect: Dialect | None = None  # client: chosen from the server's SETTINGS
         self.goaway_received = False
+        self.goaway_sent: int | None = None  # the ID our GOAWAY carried
+        self._max_peer_request = -4  # highest client-initiated bidi stream seen (-4: none)
         self._peer_datagrams = False
         self.terminated = False
         self._events: list[ev.ProtocolEvent] = []
@@ -235,6 +237,8 @@ class WebTransportProtocol:
             raise ProtocolUsageError("only a client opens sessions")
         if self.dialect is None:
             raise ProtocolUsageError("the server's SETTINGS offer no WebTransport (yet)")
+        if self.goaway_received:
+            raise ProtocolUsageError("the server sent GOAWAY: no new sessions on this connection")
         dialect = self.dialect
         sid = self.engine.next_stream_id(False)
         token = b"webtransport-h3" if dialect is Dialect.DRAFT15 else b"webtransport"
@@ -307,6 +311,23 @@ class WebTransportProtocol:
         session = self._sessions.get(session_id)
         if session is not None and session.is_open and not session.close_sent:
             self._send_capsule(session, CapsuleType.DRAIN_SESSION, b"")
+
+    def goaway(self) -> int:
+        """Send GOAWAY on our control stream (graceful shutdown). Returns the ID it carries.
+
+        A server sends the next client-initiated bidirectional stream ID it would accept: every
+        request below it is (or will be) processed, later ones are refused with
+        H3_REQUEST_REJECTED. A client carries a push ID; it never allows push, so 0. Sending it
+        again is a no-op (the ID could only stay the same).
+        """
+        if self.goaway_sent is not None:
+            return self.goaway_sent
+        goaway_id = 0 if self.is_client else self._max_peer_request + 4
+        self.goaway_sent = goaway_id
+        self.engine.send_stream_data(
+            self._control_stream, encode_frame(FrameType.GOAWAY, encode_varint(goaway_id))
+        )
+        return goaway_id
 
     def session_dialect(self, session_id: int) -> Dialect | None:
         """The dialect a session speaks."""
@@ -419,7 +440,7 @@ class WebTransportProtocol:
 
     def _init_local_streams(self) -> None:
         settings = build_settings(self.limits)
-        control = self.engine.next_stream_id(True)
+        control = self._control_stream = self.engine.next_stream_id(True)
         self.engine.send_stream_data(
             control,
             encode_varint(StreamType.CONTROL)
@@ -581,6 +602,8 @@ class WebTransportProtocol:
         peer_initiated = bool(stream_id & 1) == self.is_client
         # A local stream we no longer track (refused, finished): late bytes are dropped.
         kind = _Kind.UNKNOWN if peer_initiated else _Kind.IGNORED
+        if peer_initiated and not stream_id & 2 and stream_id > self._max_peer_request:
+            self._max_peer_request = stream_id
         stream = _Stream(kind, bool(stream_id & 2))
         self._streams[stream_id] = stream
         return stream
@@ -694,7 +717,7 @@ class WebTransportProtocol:
             elif ftype in HTTP2_ONLY_FRAME_TYPES:
                 raise ProtocolViolation(H3ErrorCode.H3_FRAME_UNEXPECTED, "HTTP/2 frame type")
             elif ftype == FrameType.GOAWAY:
-                self._on_goaway()
+                self._on_goaway(payload)
             elif ftype == FrameType.MAX_PUSH_ID and self.is_client:
                 raise ProtocolViolation(H3ErrorCode.H3_FRAME_UNEXPECTED, "MAX_PUSH_ID from server")
         if fin:
@@ -710,7 +733,16 @@ class WebTransportProtocol:
         for stream_id, headers in held:
             self._on_request_headers(stream_id, headers)
 
-    def _on_goaway(self) -> None:
+    def _on_goaway(self, payload: bytes) -> None:
+        try:
+            goaway_id, end = decode_varint(payload)
+        except NeedMoreData:
+            goaway_id, end = -1, 0
+        if goaway_id < 0 or end != len(payload):
+            raise ProtocolViolation(H3ErrorCode.H3_FRAME_ERROR, "malformed GOAWAY")
+        # RFC 9114 5.2: from a server, the ID is a client-initiated bidirectional stream ID.
+        if self.is_client and goaway_id & 3:
+            raise ProtocolViolation(H3ErrorCode.H3_ID_ERROR, f"GOAWAY with stream ID {goaway_id}")
         self.goaway_received = True
         for session in self._sessions.values():
             if session.is_open:
@@ -813,6 +845,11 @@ class WebTransportProtocol:
     def _on_request_headers(self, stream_id: int, headers: ev.Headers) -> None:
         """Server: a complete request header section on a request stream."""
         request = parse_request(headers)
+        if self.goaway_sent is not None and stream_id >= self.goaway_sent:
+            # RFC 9114 5.2: a request beyond our GOAWAY is rejected without processing.
+            self.engine.reset_stream(stream_id, H3ErrorCode.H3_REQUEST_REJECTED)
+            self.engine.stop_stream(stream_id, H3ErrorCode.H3_REQUEST_REJECTED)
+            return
         if request.method != "CONNECT" or request.protocol not in PROTOCOL_TOKENS:
             status = b"501" if request.method == "CONNECT" else b"404"
             self._send_headers(stream_id, [(b":status", status)], fin=True)

@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 from .app import Middleware, ServerApp
+from .middleware import header_auth, max_sessions, origin_allowlist, rate_limit
 from .server import ServerStats, SessionHandler, WebTransportServer
 
-__all__ = ["Middleware", "ServerApp", "ServerStats", "SessionHandler", "WebTransportServer"]
+__all__ = [
+    "Middleware",
+    "ServerApp",
+    "ServerStats",
+    "SessionHandler",
+    "WebTransportServer",
+    "header_auth",
+    "max_sessions",
+    "origin_allowlist",
+    "rate_limit",
+]

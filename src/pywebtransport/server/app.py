@@ -3,7 +3,9 @@
 A request is matched against exact routes (``{name}`` segments capture path parameters), then
 full-match regex routes, then the default handler; no match answers 404. Middleware runs before
 the handler and may reject with a real HTTP status. The session is accepted, the handler runs,
-and the session is closed when the handler returns (code 0) or raises (code 1, logged).
+and the session is closed when the handler returns (code 0) or raises (code 1, logged). Every
+session, accepted or rejected, ends with one line on the ``pywebtransport.access`` logger.
+Ready-made middleware lives in :mod:`.middleware`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +25,8 @@ from ..session import WebTransportSession, accept_session, reject_session
 from .server import SessionHandler, WebTransportServer
 
 logger = logging.getLogger(__name__)
+#: One INFO line per session when it ends (see :func:`_log_access`).
+access_logger = logging.getLogger("pywebtransport.access")
 
 #: A middleware returns None to let the request through or an HTTP status to reject it.
 Middleware = Callable[[WebTransportSession], Awaitable[int | None]]
@@ -127,21 +132,46 @@ class ServerApp:
         return None
 
     async def _handle(self, session: WebTransportSession) -> bool:
-        """Run one session through middleware and its handler. Returns True if accepted."""
+        """Run one session through middleware and its handler. Returns True if accepted.
+
+        Whatever happens (rejection, handler error, cancellation at shutdown), one access log
+        line is written when the session ends.
+        """
+        status: int | None = None
+        try:
+            status, handler = await self._admit(session)
+            if handler is None:
+                return False
+            await self._run_handler(session, handler)
+            return True
+        finally:
+            _log_access(session, status)
+
+    async def _admit(
+        self, session: WebTransportSession
+    ) -> tuple[int | None, SessionHandler | None]:
+        """Route and run middleware; answer the request. Returns the status and the handler.
+
+        The handler is None when the request was rejected (or the peer went away first).
+        """
         resolved = self.resolve(session.path)
         if resolved is None:
             reject_session(session, status=404)
-            return False
+            return 404, None
         handler, params = resolved
         session.path_params = params
         status = await self._run_middleware(session)
         if status is not None:
             reject_session(session, status=status)
-            return False
+            return status, None
         try:
             accept_session(session)
         except SessionError:
-            return False
+            return None, None
+        return 200, handler
+
+    async def _run_handler(self, session: WebTransportSession, handler: SessionHandler) -> None:
+        """Run the handler, then close the session (code 1 if the handler raised)."""
         try:
             await handler(session)
         except asyncio.CancelledError:
@@ -149,9 +179,8 @@ class ServerApp:
         except Exception:
             logger.exception("handler for %s raised", session.path)
             await session.close(code=1, reason="handler error")
-            return True
+            return
         await session.close()
-        return True
 
     async def _run_middleware(self, session: WebTransportSession) -> int | None:
         """The first rejection status a middleware gives, or None to accept.
@@ -206,3 +235,47 @@ class ServerApp:
         """Blocking: serve until interrupted (Ctrl-C)."""
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(self.serve(host=host, port=port))
+
+
+def _format_address(address: Any) -> str:
+    """``host:port`` (``[host]:port`` for IPv6) of a socket address, or ``-``."""
+    if not isinstance(address, tuple) or len(address) < 2:
+        return "-"
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def _log_access(session: WebTransportSession, status: int | None) -> None:
+    """Write the access log line of a session that ended.
+
+    The line reads ``<client> "<path>" <status> <duration>s sent=<n> received=<n>``; the same
+    values are on the record as ``client_address``, ``path``, ``status`` (None if the peer left
+    before an answer), ``duration``, ``bytes_sent`` and ``bytes_received`` (stream and datagram
+    payload bytes).
+    """
+    if not access_logger.isEnabledFor(logging.INFO):
+        return
+    stats = session.get_stats()
+    datagrams = stats.get("datagrams") or {}
+    sent = stats["bytes_sent"] + datagrams.get("bytes_sent", 0)
+    received = stats["bytes_received"] + datagrams.get("bytes_received", 0)
+    ended = stats["closed_at"] if stats["closed_at"] is not None else time.monotonic()
+    duration = max(0.0, ended - stats["created_at"])
+    client = _format_address(session.remote_address)
+    access_logger.info(
+        '%s "%s" %s %.3fs sent=%d received=%d',
+        client,
+        session.path,
+        "-" if status is None else status,
+        duration,
+        sent,
+        received,
+        extra={
+            "client_address": client,
+            "path": session.path,
+            "status": status,
+            "duration": duration,
+            "bytes_sent": sent,
+            "bytes_received": received,
+        },
+    )

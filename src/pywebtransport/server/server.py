@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -10,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from aioquic.quic.configuration import QuicConfiguration
+from cryptography.hazmat.primitives import serialization
 
 from ..config import ServerConfig
 from ..connection import WebTransportConnection
@@ -18,6 +20,7 @@ from ..exceptions import ServerError
 from ..protocol import AioquicEngine, LocalLimits, WebTransportProtocol
 from ..protocol import events as ev
 from ..protocol.quic import route_packet, version_negotiation
+from ..protocol.subprotocol import offered_protocols, select_protocol
 from ..session import WebTransportSession, reject_session
 from ..udp import Batch, UdpEndpoint, open_udp_socket
 
@@ -85,10 +88,41 @@ class WebTransportServer:
             raise ServerError(f"cannot load certificate: {exc}") from exc
         return qc
 
+    def reload_certificate(self, *, certfile: str, keyfile: str) -> None:
+        """Use a new certificate and key for connections accepted from now on.
+
+        Connections already open (and their sessions) keep the TLS state they negotiated, so
+        rotating a certificate drops nothing. The files are checked first: on any problem the
+        current certificate stays in use.
+
+        Args:
+            certfile: PEM certificate (chain) file.
+            keyfile: PEM private key file matching the certificate.
+
+        Raises:
+            ServerError: a file cannot be read or parsed, or the key does not match.
+        """
+        new_config = copy.copy(self._quic_config)  # same settings, a separate object
+        try:
+            new_config.load_cert_chain(certfile, keyfile)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ServerError(f"cannot load certificate: {exc}") from exc
+        if not _key_matches(new_config):
+            raise ServerError(f"the key in {keyfile} does not match the certificate {certfile}")
+        self._quic_config = new_config
+        self.config = self.config.update(certfile=certfile, keyfile=keyfile)
+        logger.info("certificate reloaded from %s", certfile)
+
     # ----------------------------------------------------------------------------- life cycle
 
-    async def listen(self, *, host: str | None = None, port: int | None = None) -> None:
-        """Bind the UDP socket and start accepting connections."""
+    async def listen(
+        self, *, host: str | None = None, port: int | None = None, reuse_port: bool = False
+    ) -> None:
+        """Bind the UDP socket and start accepting connections.
+
+        With ``reuse_port`` the socket is bound with ``SO_REUSEPORT`` so that several worker
+        processes can share the port (see :mod:`pywebtransport.server.workers`).
+        """
         if self._transport is not None:
             raise ServerError("already listening")
         host = self.config.host if host is None else host
@@ -96,7 +130,7 @@ class WebTransportServer:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
-            sock = open_udp_socket(local=(host, port), family=family)
+            sock = open_udp_socket(local=(host, port), family=family, reuse_port=reuse_port)
         except OSError as exc:
             raise ServerError(f"cannot listen on {host}:{port}: {exc}") from exc
         self._transport = UdpEndpoint(sock, on_batch=self._on_batch, on_error=self._on_error)
@@ -130,11 +164,36 @@ class WebTransportServer:
             raise ServerError("call listen() first")
         await asyncio.shield(self._serving)
 
-    async def close(self) -> None:
-        """Stop accepting, close every session and connection, release the port."""
+    async def close(self, *, grace: float | None = None) -> None:
+        """Stop accepting, drain open sessions for up to ``grace`` seconds, then close the rest.
+
+        From the first call on, new QUIC connections are ignored and new session requests are
+        answered 503. Every connection gets a GOAWAY and every open session a DRAIN capsule
+        (its state becomes DRAINING on both sides); sessions that end within ``grace``
+        (default ``config.shutdown_grace``) end on their own terms, the rest are closed with
+        code 0, then every connection is closed and the port released.
+        """
         if self._closing:
             return
         self._closing = True
+        grace = self.config.shutdown_grace if grace is None else grace
+        if grace < 0:
+            raise ServerError(f"grace must be >= 0, got {grace}")
+        waiting: list[asyncio.Future[None]] = []
+        for conn in list(self._cids):
+            if conn.is_closed:
+                continue
+            conn.protocol.goaway()
+            for session in conn.sessions:
+                if session.is_ready:
+                    conn.protocol.drain_session(session.session_id)
+                    session._on_draining()
+                if not session.is_closed:
+                    waiting.append(session._closed)
+            conn.flush_events()
+            conn.schedule_transmit()
+        if waiting and grace > 0:
+            await asyncio.wait(waiting, timeout=grace)
         for conn in list(self._cids):
             for session in conn.sessions:
                 await session.close(code=0, reason="server shutting down")
@@ -277,8 +336,23 @@ class WebTransportServer:
         conn.add_session(session)
         if self._closing or len(conn.sessions) > self.config.max_sessions_per_connection:
             self._stats.sessions_rejected += 1
-            reject_session(session, status=429)
+            reject_session(session, status=503 if self._closing else 429)
             return
+        offered = offered_protocols(event.headers)
+        if offered:
+            # The app's select_protocol(offered) decides when it has one; otherwise the first
+            # of config.protocols the client offered. A choice outside the offer is dropped.
+            chooser = getattr(self.app, "select_protocol", None)
+            try:
+                chosen = (
+                    chooser(offered)
+                    if callable(chooser)
+                    else select_protocol(offered, self.config.protocols)
+                )
+            except Exception:
+                logger.exception("select_protocol failed for %s", event.path)
+                chosen = None
+            session._protocol = chosen if chosen in offered else None
         task = asyncio.get_running_loop().create_task(self._run_session(session))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -300,3 +374,18 @@ class WebTransportServer:
         except Exception:
             logger.exception("session %d on %s failed", session.session_id, session.path)
             await session.close(code=1, reason="internal server error")
+
+
+def _key_matches(quic_config: QuicConfiguration) -> bool:
+    """True when the configuration's private key belongs to its certificate."""
+    certificate, key = quic_config.certificate, quic_config.private_key
+    if certificate is None or key is None:
+        return False
+    encoding, public_format = (
+        serialization.Encoding.DER,
+        serialization.PublicFormat.SubjectPublicKeyInfo,
+    )
+    return bool(
+        certificate.public_key().public_bytes(encoding, public_format)
+        == key.public_key().public_bytes(encoding, public_format)
+    )
