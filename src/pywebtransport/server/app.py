@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from ..config import ServerConfig
 from ..exceptions import ConfigurationError, SessionError
+from ..protocol.subprotocol import select_protocol
 from ..session import WebTransportSession, accept_session, reject_session
 from .server import SessionHandler, WebTransportServer
 
@@ -112,6 +113,14 @@ class ServerApp:
         return hook
 
     # ----------------------------------------------------------------------------- dispatch
+
+    def select_protocol(self, offered: list[str]) -> str | None:
+        """Choose a subprotocol from the client's ``wt-available-protocols`` (None: none).
+
+        The default takes the first of ``config.protocols`` the client offered; override it
+        (subclass or assignment) to decide otherwise.
+        """
+        return select_protocol(offered, self.config.protocols)
 
     def resolve(self, path: str) -> tuple[SessionHandler, dict[str, str]] | None:
         """The handler and path parameters for a request path, or None."""

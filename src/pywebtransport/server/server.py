@@ -153,6 +153,30 @@ class WebTransportServer:
         self._stats.sessions_active = sum(len(c.sessions) for c in self._cids)
         return asdict(self._stats)
 
+    def debug_state(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot: address, stats, and every connection's sessions."""
+        return {
+            "listening": self._transport is not None and not self._transport.is_closed,
+            "closing": self._closing,
+            "local_address": list(self.local_address) if self._transport is not None else None,
+            "stats": self.stats,
+            "connections": [
+                {
+                    "remote_address": [str(part) for part in conn.remote_address[:2]],
+                    "sessions": [
+                        {
+                            "session_id": s.session_id,
+                            "path": s.path,
+                            "state": s.state.value,
+                            "protocol": s.protocol,
+                        }
+                        for s in conn.sessions
+                    ],
+                }
+                for conn in self._cids
+            ],
+        }
+
     @property
     def connections(self) -> list[WebTransportConnection]:
         """The QUIC connections currently open."""
@@ -340,13 +364,12 @@ class WebTransportServer:
             return
         offered = offered_protocols(event.headers)
         if offered:
-            # The app's select_protocol(offered) decides when it has one; otherwise the first
-            # of config.protocols the client offered. A choice outside the offer is dropped.
-            chooser = getattr(self.app, "select_protocol", None)
+            # The app's select_protocol(offered) decides (without an app: the first of
+            # config.protocols the client offered). A choice outside the offer is dropped.
             try:
                 chosen = (
-                    chooser(offered)
-                    if callable(chooser)
+                    self.app.select_protocol(offered)
+                    if self.app is not None
                     else select_protocol(offered, self.config.protocols)
                 )
             except Exception:
