@@ -14,6 +14,8 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from aioquic import tls
+from aioquic._buffer import Buffer
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
@@ -134,6 +136,8 @@ class AioquicEngine:
         self._reset_key: tuple[int, int] = (0, -1)
         self._payload_key: tuple[int, int | None] = (0, None)
         self._payload_limit = 0
+        self._trim_pending = False
+        _share_frame_epochs(self._quic)
 
     @property
     def host_cid(self) -> bytes:
@@ -179,7 +183,27 @@ class AioquicEngine:
         """UDP payloads to transmit now."""
         if self._terminated:
             return []
+        if self._trim_pending:
+            self._trim_handshake_buffers()
         return self._quic.datagrams_to_send(now=now)
+
+    def _trim_handshake_buffers(self) -> None:
+        """Free the Initial and Handshake crypto buffers (16 KiB each) once both are discarded.
+
+        aioquic keeps them for the connection's lifetime; after the handshake no packet of
+        those epochs can be decrypted any more, so nothing is ever written to them again.
+        """
+        quic = self._quic
+        spaces = quic._spaces  # aioquic internals
+        epochs = (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE)
+        if all(epoch in spaces and spaces[epoch].discarded for epoch in epochs):
+            buffers = quic._crypto_buffers  # aioquic internals
+            for epoch in epochs:
+                buffers[epoch] = Buffer(capacity=64)
+            # 1-RTT TLS messages after the handshake are at most a session ticket (this library
+            # configures no ticket handler, so none is sent); 4 KiB keeps a wide margin.
+            buffers[tls.Epoch.ONE_RTT] = Buffer(capacity=4096)
+            self._trim_pending = False
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must next be called."""
@@ -211,6 +235,7 @@ class AioquicEngine:
         if isinstance(event, qe.StopSendingReceived):
             return EngineStopSending(event.stream_id, event.error_code)
         if isinstance(event, qe.HandshakeCompleted):
+            self._trim_pending = True
             return EngineHandshakeCompleted(event.alpn_protocol)
         if isinstance(event, qe.ConnectionTerminated):
             self._terminated = True
@@ -322,6 +347,22 @@ class AioquicEngine:
         return data[-16:] in self._reset_tokens
 
 
+_EPOCH_SETS: dict[frozenset[object], frozenset[object]] = {}
+
+
+def _share_frame_epochs(quic: QuicConnection) -> None:
+    """Make every connection share one copy of each of aioquic's per-frame epoch sets.
+
+    aioquic builds a frame-handler table with ~30 small frozensets per connection; they are
+    equal across connections, so interning them saves several KiB per idle connection.
+    """
+    handlers = getattr(quic, "_QuicConnection__frame_handlers", None)  # aioquic internals
+    if not isinstance(handlers, dict):
+        return
+    for frame_type, (handler, epochs) in list(handlers.items()):
+        handlers[frame_type] = (handler, _EPOCH_SETS.setdefault(epochs, epochs))
+
+
 @dataclass(slots=True)
 class PacketRoute:
     """What a server needs from a packet's header to route it."""
@@ -335,7 +376,6 @@ class PacketRoute:
 
 def route_packet(data: bytes, cid_length: int) -> PacketRoute | None:
     """Read the routing fields of a QUIC packet; None when it cannot be parsed."""
-    from aioquic._buffer import Buffer
     from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
     try:
