@@ -58,7 +58,8 @@ class Served:
                     return line
 
 
-async def start_serve(tmp_path: Path) -> Served:
+async def start_serve(tmp_path: Path, *extra: str, timeout: float | None = None) -> Served:
+    """Start ``pywebtransport serve`` on free ports (plus ``extra`` options); wait for READY."""
     stderr = (tmp_path / "serve.stderr").open("wb")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -69,6 +70,7 @@ async def start_serve(tmp_path: Path) -> Served:
         "0",
         "--http-port",
         "0",
+        *extra,
         stdout=asyncio.subprocess.PIPE,
         stderr=stderr,
         env=cli_env(),
@@ -76,7 +78,10 @@ async def start_serve(tmp_path: Path) -> Served:
     stderr.close()
     served = Served(process, 0, 0, "")
     try:
-        ready = await served.line_starting("READY ")
+        if timeout is None:
+            ready = await served.line_starting("READY ")
+        else:
+            ready = await served.line_starting("READY ", timeout=timeout)
     except BaseException:
         process.kill()
         await process.wait()

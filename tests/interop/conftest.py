@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from tests.certs import make_cert
 
 
 @dataclass(frozen=True)
@@ -41,38 +36,8 @@ def make_certificate(directory: Path, *, days: int = 10) -> CertificateFiles:
     Returns:
         The paths and the certificate's SHA-256 fingerprint.
     """
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now - datetime.timedelta(minutes=5) + datetime.timedelta(days=days))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certfile = directory / "cert.pem"
-    keyfile = directory / "key.pem"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
-    return CertificateFiles(certfile=str(certfile), keyfile=str(keyfile), sha256=digest)
+    bundle = make_cert(directory, names=("localhost", "127.0.0.1"), days=days)
+    return CertificateFiles(str(bundle.certfile), str(bundle.keyfile), bundle.sha256)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from pywebtransport.exceptions import CertificateError, ServerError
 from pywebtransport.server.certificate import CertificateBundle, generate_self_signed_certificate
 from tests.certs import CertBundle
 from tests.conftest import T, build_app, url
-from tests.test_cli import Served, cli_env, http_get
+from tests.test_cli import http_get, start_serve
 
 
 def _pinned(digest: bytes) -> ClientConfig:
@@ -107,40 +106,10 @@ async def test_reload_rejects_bad_files_and_keeps_the_old_certificate(
     assert await _connect_and_echo(url(server), cert.sha256, b"old") == b"old"
 
 
-async def _start_rotating_serve(tmp_path: Path, *extra: str) -> Served:
-    stderr = (tmp_path / "serve.stderr").open("wb")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pywebtransport",
-        "serve",
-        "--port",
-        "0",
-        "--http-port",
-        "0",
-        *extra,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=stderr,
-        env=cli_env(),
-    )
-    stderr.close()
-    served = Served(process, 0, 0, "")
-    try:
-        ready = await served.line_starting("READY ", timeout=6 * T)
-    except BaseException:
-        process.kill()
-        await process.wait()
-        raise AssertionError((tmp_path / "serve.stderr").read_text()) from None
-    fields = dict(part.split("=", 1) for part in ready.split()[1:])
-    served.udp_port, served.http_port = int(fields["udp"]), int(fields["http"])
-    served.hash_hex = fields["hash"]
-    return served
-
-
 @pytest.mark.parametrize("workers", ["1", "2"])
 async def test_serve_rotates_its_generated_certificate(tmp_path: Path, workers: str) -> None:
     # Rotation every 3 s instead of every 12 days (hidden option for tests).
-    served = await _start_rotating_serve(tmp_path, "--rotate-after", "3", "--workers", workers)
+    served = await start_serve(tmp_path, "--rotate-after", "3", "--workers", workers, timeout=6 * T)
     server_url = f"https://127.0.0.1:{served.udp_port}/echo"
     old_hash = bytes.fromhex(served.hash_hex)
     try:

@@ -18,7 +18,7 @@ from pywebtransport.server.echo import echo_handler
 from pywebtransport.server.workers import WorkerGroup
 from tests.certs import CertBundle
 from tests.conftest import T
-from tests.test_cli import Served, cli_env, http_get
+from tests.test_cli import cli_env, http_get, start_serve
 
 CONNECTIONS = 40
 ROOT = str(Path(__file__).resolve().parents[2])  # the checkout, so `tests` imports
@@ -50,42 +50,12 @@ async def _many_echoes(port: int, digest: bytes, count: int) -> None:
     assert echoed == payloads
 
 
-async def _start_serve(tmp_path: Path, *extra: str) -> Served:
-    stderr = (tmp_path / "serve.stderr").open("wb")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pywebtransport",
-        "serve",
-        "--port",
-        "0",
-        "--http-port",
-        "0",
-        *extra,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=stderr,
-        env=cli_env(),
-    )
-    stderr.close()
-    served = Served(process, 0, 0, "")
-    try:
-        ready = await served.line_starting("READY ", timeout=6 * T)
-    except BaseException:
-        process.kill()
-        await process.wait()
-        raise AssertionError((tmp_path / "serve.stderr").read_text()) from None
-    fields = dict(part.split("=", 1) for part in ready.split()[1:])
-    served.udp_port, served.http_port = int(fields["udp"]), int(fields["http"])
-    served.hash_hex = fields["hash"]
-    return served
-
-
 def _fields(line: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in line.split()[1:])
 
 
 async def test_serve_workers_share_the_port_and_all_echo(tmp_path: Path) -> None:
-    served = await _start_serve(tmp_path, "--workers", "2")
+    served = await start_serve(tmp_path, "--workers", "2", timeout=6 * T)
     try:
         workers = [_fields(line) for line in served.lines if line.startswith("WORKER ")]
         assert len(workers) == 2
