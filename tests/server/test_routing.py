@@ -139,3 +139,19 @@ async def test_ca_issued_certificate(tmp_path: Path) -> None:
                     await client.connect(url=f"https://localhost:{port}/ok")
     finally:
         await server.close()
+
+
+async def test_close_validates_grace_and_state_after_close(cert: CertBundle) -> None:
+    from pywebtransport import ServerError
+
+    app = ServerApp(config=ServerConfig(certfile=str(cert.certfile), keyfile=str(cert.keyfile)))
+    server = WebTransportServer(config=app.config, app=app)
+    await server.listen(host="127.0.0.1", port=0)
+    with pytest.raises(ServerError):
+        await server.close(grace=-1)
+    assert server.debug_state()["listening"]  # the bad call changed nothing
+    await server.close()
+    state = server.debug_state()
+    assert not state["listening"] and state["local_address"] is None
+    with pytest.raises(ServerError):
+        _ = server.local_address

@@ -142,7 +142,7 @@ class WebTransportServer:
     @property
     def local_address(self) -> tuple[Any, ...]:
         """The bound (host, port, ...) address."""
-        if self._transport is None:
+        if self._transport is None or self._transport.is_closed:
             raise ServerError("not listening")
         return self._transport.local_address
 
@@ -158,7 +158,11 @@ class WebTransportServer:
         return {
             "listening": self._transport is not None and not self._transport.is_closed,
             "closing": self._closing,
-            "local_address": list(self.local_address) if self._transport is not None else None,
+            "local_address": (
+                list(self._transport.local_address)
+                if self._transport is not None and not self._transport.is_closed
+                else None
+            ),
             "stats": self.stats,
             "connections": [
                 {
@@ -197,12 +201,12 @@ class WebTransportServer:
         (default ``config.shutdown_grace``) end on their own terms, the rest are closed with
         code 0, then every connection is closed and the port released.
         """
-        if self._closing:
-            return
-        self._closing = True
         grace = self.config.shutdown_grace if grace is None else grace
         if grace < 0:
             raise ServerError(f"grace must be >= 0, got {grace}")
+        if self._closing:
+            return
+        self._closing = True
         waiting: list[asyncio.Future[None]] = []
         for conn in list(self._cids):
             if conn.is_closed:
