@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 
 SendTo = Callable[[bytes, Any], None]
 
+#: Longest a client connection waits for its last session's close capsule to be acknowledged
+#: before it sends CONNECTION_CLOSE anyway (seconds).
+_CLOSE_LINGER = 2.0
+
 
 def _text_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
@@ -72,6 +76,8 @@ class WebTransportConnection:
         self.handshake_done: asyncio.Future[None] = self.loop.create_future()
         self.settings_received: asyncio.Future[None] = self.loop.create_future()
         self.closed: asyncio.Future[None] = self.loop.create_future()
+        #: Done once CONNECTION_CLOSE was sent (or the connection ended otherwise).
+        self.close_sent: asyncio.Future[None] = self.loop.create_future()
         self.close_error: Exception | None = None
         self._on_closed_callbacks: list[Callable[[WebTransportConnection], None]] = []
         self._keep_alive_interval = keep_alive_interval
@@ -86,6 +92,8 @@ class WebTransportConnection:
         self._liveness: asyncio.TimerHandle | None = None
         if idle_timeout is not None:
             self._liveness = self.loop.call_later(idle_timeout, self._check_liveness)
+        self._close_after_acked: int | None = None  # client: close once this stream is acked
+        self._close_linger: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         role = "client" if self.is_client else "server"
@@ -144,6 +152,10 @@ class WebTransportConnection:
             sendto(data, addr)
         if self._writers:
             self._wake_writers()
+        sid = self._close_after_acked
+        if sid is not None and not self.protocol.engine.send_buffered(sid):
+            self._close_after_acked = None
+            self.loop.call_soon(self.close)
         self._arm_timer()
         self.flush_events()  # closing the connection produces its termination event here
 
@@ -217,9 +229,15 @@ class WebTransportConnection:
         self._sessions.pop(session.session_id, None)
         for stream_id in [sid for sid, s in self._streams.items() if s.session is session]:
             del self._streams[stream_id]
-        if self.is_client and not self._sessions and not self.closed.done():
-            # A client connection exists for its session; close it once the close is sent.
-            self.loop.call_soon(self.close)
+        if self.is_client and not self._sessions and self.close_error is None:
+            # A client connection exists for its session; close it once the peer acknowledged
+            # what the CONNECT stream carried (the close capsule and FIN), or after a bounded
+            # linger. Closing at once lets a CONNECTION_CLOSE overtake a lost capsule, and
+            # the server then sees a connection error instead of the session's code.
+            self._close_after_acked = session.session_id
+            if self._close_linger is None:
+                self._close_linger = self.loop.call_later(_CLOSE_LINGER, self.close)
+            self.schedule_transmit()
 
     def forget_stream(self, stream_id: int) -> None:
         """Stop routing events for ``stream_id`` (both directions have ended)."""
@@ -233,9 +251,15 @@ class WebTransportConnection:
         """Close the QUIC connection (CONNECTION_CLOSE), after sending what is queued."""
         if self.closed.done():
             return
+        self._close_after_acked = None
+        if self._close_linger is not None:
+            self._close_linger.cancel()
+            self._close_linger = None
         self._transmit()
         self.protocol.close(code=code, reason=reason)
         self._transmit()
+        if not self.close_sent.done():
+            self.close_sent.set_result(None)
 
     async def wait_closed(self) -> None:
         """Wait until the connection has terminated."""
@@ -325,10 +349,11 @@ class WebTransportConnection:
         self.close_error = exc
         if event is None:
             self.protocol.close(code=0x100, reason="")
-        for handle in (self._timer, self._keep_alive, self._liveness):
+        for handle in (self._timer, self._keep_alive, self._liveness, self._close_linger):
             if handle is not None:
                 handle.cancel()
-        self._timer = self._keep_alive = self._liveness = None
+        self._timer = self._keep_alive = self._liveness = self._close_linger = None
+        self._close_after_acked = None
         for fut in (self.handshake_done, self.settings_received):
             if not fut.done():
                 fut.set_exception(exc)
@@ -339,6 +364,8 @@ class WebTransportConnection:
         self._streams.clear()
         self._writers.clear()
         self.closed.set_result(None)
+        if not self.close_sent.done():
+            self.close_sent.set_result(None)
         callbacks, self._on_closed_callbacks = self._on_closed_callbacks, []
         for callback in callbacks:
             callback(self)

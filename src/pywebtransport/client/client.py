@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 URL = str
 Headers = dict[str, str]
 _CRYPTO_ERROR_FIRST, _CRYPTO_ERROR_LAST = 0x100, 0x1FF
+#: Longest close() waits for its connections to see their close capsules acknowledged.
+_CLOSE_WAIT = 2.0
 
 
 @dataclass(kw_only=True)
@@ -168,6 +170,11 @@ class WebTransportClient(AsyncLifecycle):
         for session in list(self._sessions):
             with contextlib.suppress(WebTransportError):
                 await session.close()
+        # Each connection closes itself once the peer acknowledged its session's close capsule
+        # (bounded by the connection's linger); wait for that, then close whatever is left.
+        pending = [conn.close_sent for conn in self._connections if not conn.close_sent.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=_CLOSE_WAIT)
         for conn in list(self._connections):
             conn.close()
         self._sessions.clear()

@@ -559,9 +559,15 @@ class WebTransportProtocol:
             if session is not None and session.session_id == stream_id:
                 self._session_error(session, exc.code, exc.reason)
                 return
+            # Keep the stream, ignored, until its FIN or reset arrives: late bytes must not be
+            # read as a new stream, and the entry must not outlive the stream.
             self.engine.reset_stream(stream_id, exc.code)
             self.engine.stop_stream(stream_id, exc.code)
-            self._streams.pop(stream_id, None)
+            if stream is not None:
+                stream.kind = _Kind.IGNORED
+                stream.session = None
+                if stream.fin:
+                    self._forget(stream_id)
 
     def _connection_error(self, code: int, reason: str) -> None:
         if not self.terminated:
@@ -638,6 +644,8 @@ class WebTransportProtocol:
             self._attach(stream_id, stream, session_id, now)
             if stream.kind is _Kind.WEBTRANSPORT and (pos < len(buf) or fin):
                 self._on_wt_data(stream_id, stream, buf[pos:], fin)
+            elif stream.kind is _Kind.IGNORED and fin:
+                self._forget(stream_id)  # refused, and nothing more will arrive on it
             return
         if stream.unidir:
             self._typed_uni(stream_id, stream, first)
@@ -731,7 +739,13 @@ class WebTransportProtocol:
         self._events.append(ev.SettingsReceived(settings, self.dialect))
         held, self._held_requests = self._held_requests, []
         for stream_id, headers in held:
-            self._on_request_headers(stream_id, headers)
+            stream = self._streams.get(stream_id)
+            if stream is None or stream.kind is not _Kind.REQUEST:
+                continue  # reset or refused while it waited
+            try:
+                self._on_request_headers(stream_id, headers)
+            except ProtocolViolation as exc:  # the request's fault, not the control stream's
+                self._violation(exc, stream_id)
 
     def _on_goaway(self, payload: bytes) -> None:
         try:
@@ -752,6 +766,7 @@ class WebTransportProtocol:
 
     def _on_request_data(self, stream_id: int, stream: _Stream, data: bytes, fin: bool) -> None:
         assert stream.reader is not None
+        stream.fin = stream.fin or fin
         session = stream.session
         if session is not None and session.phase is SessionPhase.CLOSED:
             if fin:
@@ -819,6 +834,11 @@ class WebTransportProtocol:
             else:
                 self._finish_session(session, 0, "client cancelled the request", by_peer=True)
             return
+        # RFC 9297 3.3: a stream that ends inside a capsule carries a malformed message.
+        if not session.capsules.at_boundary:
+            raise ProtocolViolation(
+                H3ErrorCode.H3_MESSAGE_ERROR, "stream ended inside a capsule", scope=Scope.STREAM
+            )
         # A FIN on the CONNECT stream ends the session ("cleanly" when it follows the capsule).
         if not session.close_sent:
             self.engine.send_stream_data(stream_id, b"", True)
@@ -885,9 +905,10 @@ class WebTransportProtocol:
                 H3ErrorCode.H3_MESSAGE_ERROR, "capsule after close", scope=Scope.SESSION
             )
         if ctype == CapsuleType.CLOSE_SESSION:
-            if len(value) < 4:
+            # Draft: the reason "MUST NOT exceed 1024 bytes".
+            if not 4 <= len(value) <= 4 + MAX_CLOSE_REASON:
                 raise ProtocolViolation(
-                    H3ErrorCode.H3_MESSAGE_ERROR, "short close capsule", scope=Scope.SESSION
+                    H3ErrorCode.H3_MESSAGE_ERROR, "malformed close capsule", scope=Scope.SESSION
                 )
             code = int.from_bytes(value[:4], "big")
             reason = value[4:].decode("utf-8", "replace")
@@ -1096,8 +1117,8 @@ class WebTransportProtocol:
             self._forget(stream_id)
             return
         stream.fin = True
-        if kind is _Kind.IGNORED:
-            self._forget(stream_id)
+        if kind in (_Kind.IGNORED, _Kind.UNKNOWN, _Kind.REQUEST):
+            self._forget(stream_id)  # not (or not yet) a session's stream: nothing else to do
             return
         if kind is _Kind.WEBTRANSPORT and session is not None:
             event = ev.StreamReset(stream_id, h3_to_app_code(code), code)

@@ -18,6 +18,7 @@ import logging
 from enum import Enum
 
 from .codec import encode_capsule, encode_varint
+from .errors import Scope
 from .events import ProtocolEvent
 from .tlv import TLVReader
 from .wire import CapsuleType, Dialect
@@ -158,6 +159,7 @@ class SessionState:
             is_buffered=_CAPSULES_READ_WHOLE.__contains__,
             max_buffered=4 + 1024 + 16,
             too_large_code=0x10E,  # H3_MESSAGE_ERROR: a malformed capsule is a malformed message
+            scope=Scope.SESSION,  # the session's message, not the whole connection
         )
 
     @property
