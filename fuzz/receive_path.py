@@ -116,6 +116,15 @@ class MemoryEngine:
     def trim_datagrams(self, limit: int) -> int:
         return 0
 
+    def track_consumption(self, stream_id: int, consumed: int) -> None:
+        """Receive credit is not modelled here."""
+
+    def consume(self, stream_id: int, size: int) -> None:
+        """Receive credit is not modelled here."""
+
+    def untrack_consumption(self, stream_id: int) -> None:
+        """Receive credit is not modelled here."""
+
     def max_datagram_payload(self) -> int:
         return 1200
 

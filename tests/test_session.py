@@ -148,16 +148,25 @@ async def test_writer_memory_is_bounded_when_peer_does_not_read(
         session = await client.connect(url=url(server, "/sink"))
         stream = await session.create_bidirectional_stream()
         engine = session._conn.protocol.engine
-        peak = 0
+        progress = {"written": 0, "peak": 0}
         chunk = b"z" * 65536
-        written = 0
-        # Write 8 MiB; after each write, the unacknowledged bytes queued in QUIC stay bounded.
-        for _ in range(128):
-            await stream.write(chunk)
-            written += len(chunk)
-            peak = max(peak, engine.send_buffered(stream.stream_id))
-        assert written == 8 * 1024 * 1024
-        assert 0 < peak <= limit
+
+        async def write_8_mib() -> None:
+            for _ in range(128):
+                await stream.write(chunk)
+                progress["written"] += len(chunk)
+                buffered = engine.send_buffered(stream.stream_id)
+                progress["peak"] = max(progress["peak"], buffered)
+
+        writer = asyncio.create_task(write_8_mib())
+        # The peer reads nothing: it grants one receive window (1 MiB) and no more, so the
+        # writer stalls with at most window + local buffer written, and never more than the
+        # local buffer unacknowledged in QUIC.
+        done, _ = await asyncio.wait({writer}, timeout=1.0)
+        assert not done
+        assert 0 < progress["peak"] <= limit
+        assert progress["written"] <= 1024 * 1024 + limit + len(chunk)
+        writer.cancel()
 
 
 async def test_two_sessions_in_parallel(

@@ -66,6 +66,8 @@ class WebTransportReceiveStream(_StreamBase):
         super().__init__(session, stream_id)
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
+        self._received = 0  # bytes delivered by the peer so far
+        self._reported = 0  # bytes reported as consumed (receive credit follows them)
         self._eof = False
         self._read_error: Exception | None = None
         self._read_waiter: asyncio.Future[None] | None = None
@@ -77,6 +79,7 @@ class WebTransportReceiveStream(_StreamBase):
         if data:
             self._chunks.append(data)
             self._buffered += len(data)
+            self._received += len(data)
             self._session._stats.bytes_received += len(data)
         if end_stream:
             self._eof = True
@@ -99,6 +102,25 @@ class WebTransportReceiveStream(_StreamBase):
         waiter = self._read_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _release(self, size: int) -> None:
+        """``size`` buffered bytes were handed to the application: credit may follow."""
+        self._buffered -= size
+        self._report(self._received - self._buffered)
+
+    def _claim_buffered(self) -> None:
+        """A pending call wants more than is buffered: count what is buffered as consumed.
+
+        Without this, ``readexactly(n)`` or ``read_all()`` for more than one receive window
+        would wait for bytes the peer may not send before it gets credit.
+        """
+        self._report(self._received)
+
+    def _report(self, upto: int) -> None:
+        if upto > self._reported:
+            self._conn.protocol.stream_consumed(self._stream_id, upto - self._reported)
+            self._reported = upto
+            self._conn.schedule_transmit()
 
     def _receive_done(self) -> None:
         if self._recv_open:
@@ -163,7 +185,7 @@ class WebTransportReceiveStream(_StreamBase):
         else:
             self._chunks[0] = chunk[size:]
             chunk = chunk[:size]
-        self._buffered -= len(chunk)
+        self._release(len(chunk))
         return chunk
 
     async def read_all(self, *, max_size: int | None = None) -> bytes:
@@ -179,6 +201,7 @@ class WebTransportReceiveStream(_StreamBase):
                 raise self._read_error  # a reset discards what was buffered (RFC 9000 3.2)
             if self._stopped:
                 raise StreamError(f"stream {self._stream_id} was stopped")
+            self._claim_buffered()
             await self._wait_readable()
         if self._read_error is not None and not self._chunks:
             raise self._read_error
@@ -186,7 +209,7 @@ class WebTransportReceiveStream(_StreamBase):
             raise StreamError(f"stream {self._stream_id} exceeds {max_size} bytes")
         data = b"".join(self._chunks)
         self._chunks.clear()
-        self._buffered = 0
+        self._release(self._buffered)
         return data
 
     async def readexactly(self, n: int) -> bytes:
@@ -197,10 +220,11 @@ class WebTransportReceiveStream(_StreamBase):
             if self._eof:
                 partial = b"".join(self._chunks)
                 self._chunks.clear()
-                self._buffered = 0
+                self._release(self._buffered)
                 raise asyncio.IncompleteReadError(partial, n)
             if self._read_error is not None:
                 raise self._read_error
+            self._claim_buffered()
             await self._wait_readable()
         return self._take(n) if n else b""
 
@@ -215,7 +239,7 @@ class WebTransportReceiveStream(_StreamBase):
                 return self._take(index + len(separator))
             if self._eof:
                 self._chunks.clear()
-                self._buffered = 0
+                self._release(self._buffered)
                 raise asyncio.IncompleteReadError(joined, None)
             if self._read_error is not None:
                 raise self._read_error
@@ -224,6 +248,7 @@ class WebTransportReceiveStream(_StreamBase):
             if len(self._chunks) > 1:
                 self._chunks.clear()
                 self._chunks.append(joined)
+            self._claim_buffered()
             await self._wait_readable()
 
     async def readline(self) -> bytes:

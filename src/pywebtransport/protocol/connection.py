@@ -359,7 +359,17 @@ class WebTransportProtocol:
         self._streams[stream_id] = stream
         session.streams.add(stream_id)
         self.engine.send_stream_data(stream_id, encode_varint(signal) + encode_varint(session_id))
+        if bidirectional:
+            self.engine.track_consumption(stream_id, 0)
         return stream_id
+
+    def stream_consumed(self, stream_id: int, size: int) -> None:
+        """The application read ``size`` bytes of a WebTransport stream: credit may follow.
+
+        Receive credit (MAX_STREAM_DATA) is raised as data is consumed, not as it arrives, so
+        a stream nobody reads holds at most one window of the peer's data.
+        """
+        self.engine.consume(stream_id, size)
 
     def send_capacity(self, stream_id: int) -> int:
         """Bytes :meth:`send_stream_data` accepts now (local buffer and session credit)."""
@@ -641,6 +651,8 @@ class WebTransportProtocol:
         stream.buf = b""
         if session_id >= 0:
             stream.kind = _Kind.WEBTRANSPORT
+            # Receive credit follows what the application reads (the header is read already).
+            self.engine.track_consumption(stream_id, pos)
             self._attach(stream_id, stream, session_id, now)
             if stream.kind is _Kind.WEBTRANSPORT and (pos < len(buf) or fin):
                 self._on_wt_data(stream_id, stream, buf[pos:], fin)
@@ -1026,6 +1038,7 @@ class WebTransportProtocol:
         self._grant(session, fc)
 
     def _refuse(self, stream_id: int, code: int) -> None:
+        self.engine.untrack_consumption(stream_id)  # what still arrives is discarded
         self.engine.stop_stream(stream_id, code)
         if not stream_id & 2:  # bidirectional: our sending side goes too
             self.engine.reset_stream(stream_id, code)
@@ -1097,6 +1110,7 @@ class WebTransportProtocol:
             self._forget(stream_id)
 
     def _forget(self, stream_id: int) -> None:
+        self.engine.untrack_consumption(stream_id)
         stream = self._streams.pop(stream_id, None)
         if stream is not None and stream.session is not None:
             stream.session.streams.discard(stream_id)

@@ -19,12 +19,14 @@ from aioquic._buffer import Buffer
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.packet import QuicFrameType
 
 Address = Any  # (host, port) or (host, port, flowinfo, scope_id)
 
 _SHORT_HEADER_OVERHEAD = 1 + 2 + 16  # first byte, 2-byte packet number, AEAD tag
 _DATAGRAM_FRAME_OVERHEAD = 1 + 2  # frame type, length varint (payloads < 16384)
 STATELESS_RESET_CODE = -1
+_MAX_STREAM_DATA_CAPACITY = 1 + 2 * 8  # frame type, stream ID, maximum
 
 
 @dataclass(slots=True)
@@ -103,6 +105,9 @@ class QuicEngine(Protocol):
     def stop_stream(self, stream_id: int, error_code: int) -> None: ...
     def send_datagram(self, data: bytes) -> None: ...
     def send_ping(self) -> None: ...
+    def track_consumption(self, stream_id: int, consumed: int) -> None: ...
+    def consume(self, stream_id: int, size: int) -> None: ...
+    def untrack_consumption(self, stream_id: int) -> None: ...
     def trim_datagrams(self, limit: int) -> int: ...
     def max_datagram_payload(self) -> int: ...
     def send_buffered(self, stream_id: int) -> int: ...
@@ -111,6 +116,43 @@ class QuicEngine(Protocol):
     def smoothed_rtt(self) -> float: ...
     @property
     def is_closed(self) -> bool: ...
+
+
+class _CreditedConnection(QuicConnection):
+    """aioquic's connection with receive credit tied to what the application consumed.
+
+    aioquic doubles a stream's MAX_STREAM_DATA whenever the peer has sent half of it, whether
+    or not anybody reads, so a reader that stalls lets the peer fill its memory. For the
+    streams listed in ``consumed`` (WebTransport streams, whose bytes the application reads),
+    credit is instead raised to ``consumed + window`` once less than half a window remains:
+    what sits unread is bounded by the window. Other streams keep aioquic's policy.
+    """
+
+    def __init__(self, *, window: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.window = window
+        self.consumed: dict[int, int] = {}
+
+    def _write_stream_limits(  # aioquic internals: the hook that writes MAX_STREAM_DATA
+        self, builder: Any, space: Any, stream: Any
+    ) -> None:
+        consumed = self.consumed.get(stream.stream_id)
+        if consumed is None:
+            super()._write_stream_limits(builder=builder, space=space, stream=stream)
+            return
+        window = self.window
+        if (stream.max_stream_data_local - consumed) * 2 < window:
+            stream.max_stream_data_local = consumed + window
+        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
+            buf = builder.start_frame(
+                QuicFrameType.MAX_STREAM_DATA,
+                capacity=_MAX_STREAM_DATA_CAPACITY,
+                handler=self._on_max_stream_data_delivery,
+                handler_args=(stream,),
+            )
+            buf.push_uint_var(stream.stream_id)
+            buf.push_uint_var(stream.max_stream_data_local)
+            stream.max_stream_data_local_sent = stream.max_stream_data_local
 
 
 class AioquicEngine:
@@ -122,7 +164,8 @@ class AioquicEngine:
         *,
         original_destination_connection_id: bytes | None = None,
     ) -> None:
-        self._quic = QuicConnection(
+        self._quic = _CreditedConnection(
+            window=configuration.max_stream_data,
             configuration=configuration,
             original_destination_connection_id=original_destination_connection_id,
         )
@@ -280,6 +323,20 @@ class AioquicEngine:
             pending.popleft()
             dropped += 1
         return dropped
+
+    def track_consumption(self, stream_id: int, consumed: int) -> None:
+        """Tie ``stream_id``'s receive credit to consumption; ``consumed`` bytes are done."""
+        self._quic.consumed[stream_id] = consumed
+
+    def consume(self, stream_id: int, size: int) -> None:
+        """The application consumed ``size`` more bytes of ``stream_id``."""
+        consumed = self._quic.consumed
+        if stream_id in consumed:
+            consumed[stream_id] += size
+
+    def untrack_consumption(self, stream_id: int) -> None:
+        """Stop tracking ``stream_id`` (it ended or is ignored)."""
+        self._quic.consumed.pop(stream_id, None)
 
     def send_ping(self) -> None:
         """Queue a PING frame (keeps the connection and NAT bindings alive)."""
