@@ -91,3 +91,10 @@ def url(server: WebTransportServer, path: str = "/echo") -> str:
     host, port = server.local_address[:2]
     host = f"[{host}]" if ":" in host else host
     return f"https://{host}:{port}{path}"
+
+
+async def echo_ok(session: WebTransportSession, payload: bytes = b"ping") -> None:
+    """One bidirectional round trip on ``session``."""
+    stream = await session.create_bidirectional_stream()
+    await stream.write_all(payload)
+    assert await stream.read_all() == payload

@@ -12,18 +12,10 @@ from pywebtransport import (
     ConnectionError,
     HandshakeError,
     WebTransportServer,
-    WebTransportSession,
 )
 from pywebtransport.client.browser import WebTransportBrowser
 from tests.certs import CertBundle
-from tests.conftest import T, build_app, url
-
-
-async def echo_ok(session: WebTransportSession, payload: bytes = b"ping") -> None:
-    """One bidirectional round trip on ``session``."""
-    stream = await session.create_bidirectional_stream()
-    await stream.write_all(payload)
-    assert await stream.read_all() == payload
+from tests.conftest import T, build_app, echo_ok, url
 
 
 async def snapshot(browser: WebTransportBrowser) -> tuple[list[str], str | None, object]:

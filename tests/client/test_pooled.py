@@ -17,14 +17,7 @@ from pywebtransport import (
     WebTransportSession,
 )
 from pywebtransport.client.pooled import PooledClient
-from tests.conftest import T, url
-
-
-async def echo_ok(session: WebTransportSession, payload: bytes = b"ping") -> None:
-    """One bidirectional round trip on ``session``."""
-    stream = await session.create_bidirectional_stream()
-    await stream.write_all(payload)
-    assert await stream.read_all() == payload
+from tests.conftest import T, echo_ok, url
 
 
 async def close_on_server(server: WebTransportServer) -> None:
