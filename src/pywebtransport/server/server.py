@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aioquic.quic.configuration import QuicConfiguration
 from cryptography.hazmat.primitives import serialization
 
+from ..client.client import key_log_file
 from ..config import ServerConfig
 from ..connection import WebTransportConnection
 from ..constants import ALPN_H3
@@ -82,6 +83,7 @@ class WebTransportServer:
             max_datagram_size=cfg.max_datagram_size,
             congestion_control_algorithm=cfg.congestion_control,
         )
+        qc.secrets_log_file = key_log_file()  # only when SSLKEYLOGFILE is set
         try:
             qc.load_cert_chain(cfg.certfile, cfg.keyfile)  # type: ignore[arg-type]
         except (OSError, ValueError) as exc:
