@@ -7,15 +7,15 @@ import builtins
 import contextlib
 import hashlib
 import logging
-import os
 import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any
 
 from aioquic.quic.configuration import QuicConfiguration
 
+from .._keylog import key_log_file
 from ..config import ClientConfig
 from ..connection import WebTransportConnection
 from ..constants import ALPN_H3
@@ -42,30 +42,6 @@ Headers = dict[str, str]
 _CRYPTO_ERROR_FIRST, _CRYPTO_ERROR_LAST = 0x100, 0x1FF
 #: Longest close() waits for its connections to see their close capsules acknowledged.
 _CLOSE_WAIT = 2.0
-
-
-class _KeyLogFile:
-    """``SSLKEYLOGFILE`` sink for aioquic's ``secrets_log_file``.
-
-    Each line is appended with the file opened just for that write and closed at once, so no
-    descriptor stays open per client, server or connection and nothing needs closing later.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def write(self, text: str) -> int:
-        with open(self.path, "a", encoding="ascii") as f:
-            return f.write(text)
-
-    def flush(self) -> None:
-        """Nothing to do: every write is closed (and so flushed) before it returns."""
-
-
-def key_log_file() -> TextIO | None:
-    """A key-log sink when ``SSLKEYLOGFILE`` is set (and non-empty), else ``None``."""
-    path = os.environ.get("SSLKEYLOGFILE")
-    return cast("TextIO", _KeyLogFile(path)) if path else None
 
 
 @dataclass(kw_only=True)

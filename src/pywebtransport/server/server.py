@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aioquic.quic.configuration import QuicConfiguration
 from cryptography.hazmat.primitives import serialization
 
-from ..client.client import key_log_file
+from .._keylog import key_log_file
 from ..config import ServerConfig
 from ..connection import WebTransportConnection
 from ..constants import ALPN_H3
