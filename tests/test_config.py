@@ -30,6 +30,13 @@ def test_defaults_are_safe() -> None:
         ({"certfile": "c.pem"}, "certfile"),
         ({"congestion_control": "bbr"}, "congestion_control"),
         ({"stream_buffer_size": 0}, "stream_buffer_size"),
+        ({"stream_receive_window": 0}, "stream_receive_window"),
+        ({"max_incoming_streams": 1.5}, "max_incoming_streams"),
+        ({"max_early_streams": True}, "max_early_streams"),
+        (
+            {"stream_receive_window": 2 << 20, "connection_receive_window": 1 << 20},
+            "connection_receive_window",
+        ),
     ],
 )
 def test_client_validation_names_the_field(kwargs: dict[str, object], field: str) -> None:
@@ -45,6 +52,8 @@ def test_client_validation_names_the_field(kwargs: dict[str, object], field: str
         ({"max_connections": 0}, "max_connections"),
         ({"keyfile": "k.pem"}, "certfile"),
         ({"initial_max_data": 0}, "initial_max_data"),
+        ({"connection_receive_window": -1}, "connection_receive_window"),
+        ({"max_incoming_streams": 0}, "max_incoming_streams"),
     ],
 )
 def test_server_validation_names_the_field(kwargs: dict[str, object], field: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 
 from pywebtransport import (
@@ -10,10 +11,12 @@ from pywebtransport import (
     ServerApp,
     ServerConfig,
     WebTransportClient,
+    WebTransportReceiveStream,
     WebTransportServer,
     WebTransportSession,
     WebTransportStream,
 )
+from pywebtransport.protocol import AioquicEngine
 from tests.certs import CertBundle
 from tests.conftest import T
 
@@ -51,5 +54,113 @@ async def test_unread_stream_holds_at_most_one_window(cert: CertBundle) -> None:
             release.set()
             await writer
             assert await digest == hashlib.sha256(payload).hexdigest()
+    finally:
+        await server.close()
+
+
+async def _serve(app: ServerApp) -> WebTransportServer:
+    server = WebTransportServer(config=app.config, app=app)
+    await server.listen(host="127.0.0.1", port=0)
+    return server
+
+
+async def test_unread_streams_together_hold_at_most_the_connection_window(
+    cert: CertBundle,
+) -> None:
+    """Many streams, none read: what the server buffers is bounded by the connection window."""
+    stream_window, connection_window, count = 256 * 1024, 1024 * 1024, 8
+    loop = asyncio.get_running_loop()
+    sessions: asyncio.Future[WebTransportSession] = loop.create_future()
+    release = asyncio.Event()
+    digests: asyncio.Future[list[str]] = loop.create_future()
+    config = ServerConfig(
+        certfile=str(cert.certfile),
+        keyfile=str(cert.keyfile),
+        stream_receive_window=stream_window,
+        connection_receive_window=connection_window,
+    )
+    app = ServerApp(config=config)
+
+    @app.route("/many")
+    async def many(session: WebTransportSession) -> None:
+        sessions.set_result(session)
+        await release.wait()
+        streams = [await session.accept_unidirectional_stream() for _ in range(count)]
+        # Read all at once: read one by one, the unread others could hold the whole
+        # connection window while the one being read waits for credit (docs/streams.md).
+        datas = await asyncio.gather(*(stream.read_all() for stream in streams))
+        digests.set_result(sorted(hashlib.sha256(d).hexdigest() for d in datas))
+        await session.wait_closed()
+
+    server = await _serve(app)
+    payloads = [bytes([i]) * (512 * 1024) for i in range(count)]  # 4 MiB in all
+    # A small send buffer: write_all() can only finish once the server acknowledged the bytes.
+    client_config = ClientConfig(
+        server_certificate_hashes=[cert.sha256], stream_buffer_size=64 * 1024
+    )
+    try:
+        async with asyncio.timeout(6 * T), WebTransportClient(config=client_config) as client:
+            session = await client.connect(url=f"https://127.0.0.1:{server.local_address[1]}/many")
+            writers = []
+            for payload in payloads:
+                stream = await session.create_unidirectional_stream()
+                writers.append(asyncio.create_task(stream.write_all(payload)))
+            server_session = await sessions
+            done, _ = await asyncio.wait(writers, timeout=1.0)
+            assert not done, "the writers finished although the server read nothing"
+            engine = server_session._conn.protocol.engine
+            assert isinstance(engine, AioquicEngine)
+            # Every byte the client could send counts against MAX_DATA, read or not.
+            received = engine._quic._local_max_data.used
+            assert connection_window // 2 <= received <= connection_window + 4096
+            release.set()
+            await asyncio.gather(*writers)
+            expected = sorted(hashlib.sha256(p).hexdigest() for p in payloads)
+            assert await digests == expected
+    finally:
+        await server.close()
+
+
+async def test_a_stream_slot_comes_back_only_when_its_stream_is_read(cert: CertBundle) -> None:
+    """max_incoming_streams: accepted but unread streams hold their slots; reading frees one."""
+    limit = 4
+    loop = asyncio.get_running_loop()
+    accepted: list[WebTransportReceiveStream] = []
+    got_limit = asyncio.Event()
+    read_one = asyncio.Event()
+    config = ServerConfig(
+        certfile=str(cert.certfile), keyfile=str(cert.keyfile), max_incoming_streams=limit
+    )
+    app = ServerApp(config=config)
+    extra: asyncio.Future[bytes] = loop.create_future()
+
+    @app.route("/slots")
+    async def slots(session: WebTransportSession) -> None:
+        while len(accepted) < limit:
+            accepted.append(await session.accept_unidirectional_stream())
+        got_limit.set()
+        # Nothing was read: the client's fifth stream cannot even be opened on the wire.
+        with contextlib.suppress(TimeoutError):
+            stream = await session.accept_unidirectional_stream(timeout=1.0)
+            extra.set_exception(AssertionError(f"stream {stream.stream_id} got a slot"))
+            return
+        await read_one.wait()
+        assert await accepted[0].read_all() == b"stream 0"
+        stream = await session.accept_unidirectional_stream(timeout=T)
+        extra.set_result(await stream.read_all())
+        await session.wait_closed()
+
+    server = await _serve(app)
+    client_config = ClientConfig(server_certificate_hashes=[cert.sha256])
+    try:
+        async with asyncio.timeout(4 * T), WebTransportClient(config=client_config) as client:
+            session = await client.connect(url=f"https://127.0.0.1:{server.local_address[1]}/slots")
+            for i in range(limit + 1):
+                stream = await session.create_unidirectional_stream()
+                await stream.write(f"stream {i}".encode(), end_stream=True)
+            await got_limit.wait()
+            assert not extra.done()
+            read_one.set()
+            assert await extra == f"stream {limit}".encode()
     finally:
         await server.close()

@@ -70,6 +70,26 @@ def _check_protocols(value: object) -> None:
         raise ConfigurationError("protocols lists a name twice", field="protocols")
 
 
+_RECEIVE_LIMITS = (
+    "stream_receive_window",
+    "connection_receive_window",
+    "max_incoming_streams",
+    "max_early_streams",
+)
+
+
+def _check_receive_limits(obj: ClientConfig | ServerConfig) -> None:
+    for name in _RECEIVE_LIMITS:
+        value = getattr(obj, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigurationError(f"{name} must be a positive int, got {value!r}", field=name)
+    if obj.connection_receive_window < obj.stream_receive_window:
+        raise ConfigurationError(
+            "connection_receive_window must be at least stream_receive_window",
+            field="connection_receive_window",
+        )
+
+
 def _check_udp_payload(value: int) -> None:
     if not 1200 <= value <= 65527:
         raise ConfigurationError(
@@ -97,6 +117,15 @@ class ClientConfig(_ConfigBase):
         max_datagram_size: UDP payload size of the packets we send.
         stream_buffer_size: unacknowledged bytes one stream may queue before write() waits.
         datagram_queue_size: datagrams buffered per session in each direction.
+        stream_receive_window: unread bytes one incoming stream may hold; the peer gets more
+            credit (MAX_STREAM_DATA) only as the application reads.
+        connection_receive_window: unread bytes all streams of a connection may hold together
+            (MAX_DATA), the bound on what one peer can make this endpoint buffer.
+        max_incoming_streams: WebTransport streams of each kind (bidirectional,
+            unidirectional) the peer may have open, or finished but not yet read, at once on
+            one connection (QUIC MAX_STREAMS; the peer waits for more, nothing is refused).
+        max_early_streams: streams (per connection) and datagrams (per session) held for a
+            session that is not open yet; beyond it they are refused / dropped.
         keep_alive: send a PING every ``min(15, idle_timeout / 2)`` seconds while a session
             is open, so an idle session is not timed out (a dead peer still is).
         auto_reconnect, max_retries, retry_delay, retry_backoff, max_retry_delay:
@@ -117,6 +146,10 @@ class ClientConfig(_ConfigBase):
     stream_buffer_size: int = c.DEFAULT_STREAM_SEND_BUFFER
     datagram_queue_size: int = c.DEFAULT_DATAGRAM_QUEUE
     congestion_control: str = "reno"
+    stream_receive_window: int = c.DEFAULT_STREAM_RECEIVE_WINDOW
+    connection_receive_window: int = c.DEFAULT_CONNECTION_RECEIVE_WINDOW
+    max_incoming_streams: int = c.DEFAULT_MAX_INCOMING_STREAMS
+    max_early_streams: int = c.DEFAULT_MAX_EARLY_STREAMS
     keep_alive: bool = True
     auto_reconnect: bool = False
     max_retries: int = 5
@@ -135,6 +168,7 @@ class ClientConfig(_ConfigBase):
             "max_retry_delay",
         )
         _check_udp_payload(self.max_datagram_size)
+        _check_receive_limits(self)
         _check_protocols(self.protocols)
         if self.retry_backoff < 1.0:
             raise ConfigurationError("retry_backoff must be >= 1.0", field="retry_backoff")
@@ -172,8 +206,18 @@ class ServerConfig(_ConfigBase):
         max_connections: QUIC connections served at once; new ones beyond are refused.
         stream_buffer_size: unacknowledged bytes one stream may queue before write() waits.
         datagram_queue_size: datagrams buffered per session in each direction.
+        stream_receive_window: unread bytes one incoming stream may hold; the peer gets more
+            credit (MAX_STREAM_DATA) only as the application reads.
+        connection_receive_window: unread bytes all streams of a connection may hold together
+            (MAX_DATA), the bound on what one peer can make this endpoint buffer.
+        max_incoming_streams: WebTransport streams of each kind (bidirectional,
+            unidirectional) the peer may have open, or finished but not yet read, at once on
+            one connection (QUIC MAX_STREAMS; the peer waits for more, nothing is refused).
+        max_early_streams: streams (per connection) and datagrams (per session) held for a
+            session that is not open yet; beyond it they are refused / dropped.
         initial_max_data, initial_max_streams_bidi, initial_max_streams_uni: session flow
-            control credit granted to peers that use it (drafts 13 to 16).
+            control windows granted to peers that use it (drafts 13 to 16): unread bytes and
+            open (or unread) peer streams per session; credit follows what is read and closed.
         max_header_size: largest encoded request header section accepted.
         session_accept_timeout: seconds a request may wait for the application's decision.
         protocols: subprotocols the server speaks, most preferred first; it answers
@@ -193,7 +237,11 @@ class ServerConfig(_ConfigBase):
     max_connections: int = 10000
     stream_buffer_size: int = c.DEFAULT_STREAM_SEND_BUFFER
     datagram_queue_size: int = c.DEFAULT_DATAGRAM_QUEUE
-    initial_max_data: int = 16 * 1024 * 1024
+    stream_receive_window: int = c.DEFAULT_STREAM_RECEIVE_WINDOW
+    connection_receive_window: int = c.DEFAULT_CONNECTION_RECEIVE_WINDOW
+    max_incoming_streams: int = c.DEFAULT_MAX_INCOMING_STREAMS
+    max_early_streams: int = c.DEFAULT_MAX_EARLY_STREAMS
+    initial_max_data: int = c.DEFAULT_CONNECTION_RECEIVE_WINDOW
     initial_max_streams_bidi: int = 100
     initial_max_streams_uni: int = 100
     max_header_size: int = c.DEFAULT_MAX_HEADER_SIZE
@@ -226,6 +274,7 @@ class ServerConfig(_ConfigBase):
             "session_accept_timeout",
         )
         _check_udp_payload(self.max_datagram_size)
+        _check_receive_limits(self)
         if not 0 <= self.port <= 65535:
             raise ConfigurationError(f"port {self.port} is out of range", field="port")
         if (self.certfile is None) != (self.keyfile is None):

@@ -72,6 +72,7 @@ class WebTransportReceiveStream(_StreamBase):
         self._read_error: Exception | None = None
         self._read_waiter: asyncio.Future[None] | None = None
         self._stopped = False
+        self._released = False  # the core was told we are done with this receiving side
 
     # -- fed by the connection
 
@@ -84,6 +85,8 @@ class WebTransportReceiveStream(_StreamBase):
         if end_stream:
             self._eof = True
             self._receive_done()
+            if not self._buffered:
+                self._release_stream()
         self._wake_reader()
 
     def _reset_by_peer(self, app_code: int | None, h3_code: int) -> None:
@@ -91,6 +94,7 @@ class WebTransportReceiveStream(_StreamBase):
             f"stream {self._stream_id} reset by peer", error_code=app_code, h3_error_code=h3_code
         )
         self._receive_done()
+        self._release_stream()  # nothing more arrives; what is buffered stays readable
         self._wake_reader()
 
     def _fail_read(self, exc: Exception) -> None:
@@ -107,6 +111,15 @@ class WebTransportReceiveStream(_StreamBase):
         """``size`` buffered bytes were handed to the application: credit may follow."""
         self._buffered -= size
         self._report(self._received - self._buffered)
+        if self._eof and not self._buffered:
+            self._release_stream()
+
+    def _release_stream(self) -> None:
+        """Everything was read (or the peer reset): the peer may open another stream."""
+        if not self._released:
+            self._released = True
+            self._conn.protocol.stream_released(self._stream_id)
+            self._conn.schedule_transmit()
 
     def _claim_buffered(self) -> None:
         """A pending call wants more than is buffered: count what is buffered as consumed.
@@ -272,7 +285,7 @@ class WebTransportReceiveStream(_StreamBase):
         """Tell the peer to stop sending (STOP_SENDING with a 32-bit application code)."""
         if self._stopped or self._eof or self._read_error is not None:
             return
-        self._stopped = True
+        self._stopped = self._released = True  # stopping releases the receiving side
         self._conn.protocol.stop_stream(self._stream_id, code=code)
         self._conn.schedule_transmit()
         self._receive_done()

@@ -123,9 +123,14 @@ def test_flow_control_limits_data_and_grants_more(tmp_path: Path) -> None:
     pair.client.send_stream_data(stream, b"x" * 1000)
     assert pair.client.send_capacity(stream) == 0
     pair.roundtrip()
-    # The server used more than half of its window: it granted more with WT_MAX_DATA.
+    # Nothing was read on the server: no credit comes back, however long we wait.
+    assert not pair.take("client", ev.CreditAvailable)
+    assert pair.client.send_capacity(stream) == 0
+    pair.server.stream_consumed(stream, 600)
+    pair.roundtrip()
+    # The server's application read 600 bytes: credit follows what it consumed.
     assert pair.take("client", ev.CreditAvailable)
-    assert pair.client.send_capacity(stream) == 1000
+    assert pair.client.send_capacity(stream) == 600
 
 
 def test_flow_control_limits_streams(tmp_path: Path) -> None:
@@ -136,9 +141,20 @@ def test_flow_control_limits_streams(tmp_path: Path) -> None:
     with pytest.raises(CreditExhausted):
         pair.client.create_stream(sid, bidirectional=True)
     pair.roundtrip()
-    # Two streams opened of a window of two: the server granted more.
+    # Both streams are still open: no stream credit comes back.
+    assert not pair.take("client", ev.CreditAvailable)
+    first = sid + 4  # the client's first stream after the CONNECT stream
+    pair.client.send_stream_data(first, b"", end_stream=True)
+    pair.roundtrip()
+    pair.server.send_stream_data(first, b"", end_stream=True)
+    assert not pair.take("client", ev.CreditAvailable)  # not read to its end yet
+    pair.server.stream_released(first)
+    pair.roundtrip()
+    # One stream is finished both ways and released by the server application: one more.
     assert pair.take("client", ev.CreditAvailable)
     pair.client.create_stream(sid, bidirectional=True)
+    with pytest.raises(CreditExhausted):
+        pair.client.create_stream(sid, bidirectional=True)
 
 
 def test_peer_exceeding_data_credit_closes_only_its_session(tmp_path: Path) -> None:
@@ -179,5 +195,6 @@ def test_credit_grants_stay_half_a_window_apart(tmp_path: Path) -> None:
         pair.client.send_stream_data(stream, b"d" * piece)
         sent += piece
         pair.roundtrip()
+        pair.server.stream_consumed(stream, piece)  # the application keeps up
         grants += len(pair.take("client", ev.CreditAvailable))
     assert 25 <= grants <= 2 * 25 + 2

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aioquic.quic.configuration import QuicConfiguration
 
+from .._engine import apply_receive_windows, make_engine
 from .._keylog import key_log_file
 from ..config import ClientConfig
 from ..connection import WebTransportConnection
@@ -25,7 +26,7 @@ from ..exceptions import (
     TimeoutError,
     WebTransportError,
 )
-from ..protocol import AioquicEngine, ProtocolUsageError, WebTransportProtocol
+from ..protocol import LocalLimits, ProtocolUsageError, WebTransportProtocol
 from ..protocol.subprotocol import AVAILABLE_PROTOCOLS, encode_protocol_list, offered_protocols
 from ..session import WebTransportSession
 from ..udp import Batch, UdpEndpoint, open_udp_socket
@@ -253,6 +254,7 @@ class WebTransportClient(AsyncLifecycle):
             server_name=host,
             congestion_control_algorithm=cfg.congestion_control,
         )
+        apply_receive_windows(qc, cfg)
         qc.secrets_log_file = key_log_file()  # only when SSLKEYLOGFILE is set
         if cfg.server_certificate_hashes:
             qc.verify_mode = ssl.CERT_NONE  # the hash check below replaces chain verification
@@ -282,7 +284,13 @@ class WebTransportClient(AsyncLifecycle):
             raise ConnectionError(f"cannot reach {target.authority}: {exc}") from None
         cfg = self._config
         protocol = WebTransportProtocol(
-            AioquicEngine(self._quic_configuration(target.host)),
+            make_engine(self._quic_configuration(target.host), cfg),
+            limits=LocalLimits(
+                initial_max_data=cfg.connection_receive_window,
+                initial_max_streams_bidi=cfg.max_incoming_streams,
+                initial_max_streams_uni=cfg.max_incoming_streams,
+            ),
+            max_early_streams=cfg.max_early_streams,
             stream_send_buffer=cfg.stream_buffer_size,
             max_pending_datagrams=cfg.datagram_queue_size,
         )

@@ -112,16 +112,33 @@ class _Kind(Enum):
 class _Stream:
     """What the core knows about one QUIC stream."""
 
-    __slots__ = ("buf", "early_since", "fin", "kind", "reader", "session", "session_id", "unidir")
+    __slots__ = (
+        "buf",
+        "consumed",
+        "counted",
+        "delivered",
+        "early_since",
+        "fin",
+        "kind",
+        "reader",
+        "released",
+        "session",
+        "session_id",
+        "unidir",
+    )
 
     def __init__(self, kind: _Kind, unidir: bool) -> None:
         self.kind = kind
-        self.unidir = unidir
+        self.unidir = unidir  # also: our sending side is finished
         self.buf = b""
         self.reader: TLVReader | None = None
         self.session: SessionState | None = None
         self.session_id = -1
-        self.fin = False
+        self.fin = False  # nothing more arrives (FIN or reset received, or we stopped it)
+        self.released = False  # the application is done with the receiving side
+        self.counted = False  # counted against the session's stream credit
+        self.delivered = 0  # payload bytes counted against the session's data credit
+        self.consumed = 0  # of those, what the application consumed
         self.early_since: float | None = None
 
 
@@ -355,7 +372,7 @@ class WebTransportProtocol:
         stream = _Stream(_Kind.WEBTRANSPORT, not bidirectional)
         stream.session = session
         stream.session_id = session_id
-        stream.fin = not bidirectional  # nothing will ever arrive on our own uni stream
+        stream.fin = stream.released = not bidirectional  # nothing arrives on our uni stream
         self._streams[stream_id] = stream
         session.streams.add(stream_id)
         self.engine.send_stream_data(stream_id, encode_varint(signal) + encode_varint(session_id))
@@ -366,10 +383,29 @@ class WebTransportProtocol:
     def stream_consumed(self, stream_id: int, size: int) -> None:
         """The application read ``size`` bytes of a WebTransport stream: credit may follow.
 
-        Receive credit (MAX_STREAM_DATA) is raised as data is consumed, not as it arrives, so
-        a stream nobody reads holds at most one window of the peer's data.
+        Receive credit (the stream's and connection's MAX_*_DATA, the session's WT_MAX_DATA)
+        is raised as data is consumed, not as it arrives, so what nobody reads stays bounded
+        by the receive windows.
         """
         self.engine.consume(stream_id, size)
+        stream = self._streams.get(stream_id)
+        if stream is not None and stream.session is not None and stream.session.fc is not None:
+            stream.consumed += size
+            self._credit_consumed(stream.session, size)
+
+    def stream_released(self, stream_id: int) -> None:
+        """The application is done with a stream's receiving side (read to its end, or reset).
+
+        Until then the stream holds one of the peer's stream slots (QUIC MAX_STREAMS, session
+        WT_MAX_STREAMS) and its unread bytes count against the receive windows. Unread bytes
+        left at release are discarded and their credit given back.
+        """
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            self.engine.untrack_consumption(stream_id)
+            return
+        self._release_receive(stream_id, stream)
+        self._forget_if_done(stream_id, stream)
 
     def send_capacity(self, stream_id: int) -> int:
         """Bytes :meth:`send_stream_data` accepts now (local buffer and session credit)."""
@@ -417,9 +453,12 @@ class WebTransportProtocol:
         """Ask the peer to stop sending, with a 32-bit application code (STOP_SENDING)."""
         self.engine.stop_stream(stream_id, app_code_to_h3(code))
         stream = self._streams.get(stream_id)
-        if stream is not None:
-            stream.fin = True
-            self._forget_if_done(stream_id, stream)
+        if stream is None:
+            self.engine.untrack_consumption(stream_id)
+            return
+        stream.fin = True
+        self._release_receive(stream_id, stream)
+        self._forget_if_done(stream_id, stream)
 
     # ----------------------------------------------------------------------------- datagrams
 
@@ -524,9 +563,12 @@ class WebTransportProtocol:
                 stream = self._streams.get(event.stream_id)
                 if stream is not None:
                     stream.early_since = None
-                    self._count_peer_stream(session, event.bidirectional)
+                    self._count_peer_stream(session, stream)
             elif isinstance(event, ev.StreamData) and session.fc is not None:
                 session.fc.received += len(event.data)
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream.delivered += len(event.data)
             self._events.append(event)
 
     # ----------------------------------------------------------------------------- engine events
@@ -574,10 +616,9 @@ class WebTransportProtocol:
             self.engine.reset_stream(stream_id, exc.code)
             self.engine.stop_stream(stream_id, exc.code)
             if stream is not None:
-                stream.kind = _Kind.IGNORED
-                stream.session = None
-                if stream.fin:
-                    self._forget(stream_id)
+                self._ignore(stream_id, stream)
+            else:
+                self.engine.untrack_consumption(stream_id)
 
     def _connection_error(self, code: int, reason: str) -> None:
         if not self.terminated:
@@ -1011,7 +1052,7 @@ class WebTransportProtocol:
         session.streams.add(stream_id)
         opened = ev.StreamOpened(session_id, stream_id, not stream.unidir)
         if session.is_open:
-            self._count_peer_stream(session, not stream.unidir)
+            self._count_peer_stream(session, stream)
             self._events.append(opened)
         else:
             if session.early_streams >= self.max_early_streams:
@@ -1025,10 +1066,12 @@ class WebTransportProtocol:
         if replay or stream.fin:
             self._deliver(stream_id, stream, session, replay, stream.fin)
 
-    def _count_peer_stream(self, session: SessionState, bidi: bool) -> None:
+    def _count_peer_stream(self, session: SessionState, stream: _Stream) -> None:
         fc = session.fc
         if fc is None:
             return
+        bidi = not stream.unidir
+        stream.counted = True
         fc.peer_opened[bidi] += 1
         # Draft: opening more streams than granted "MUST be treated as a flow control error".
         if fc.peer_opened[bidi] > fc.local_max_streams[bidi]:
@@ -1044,10 +1087,45 @@ class WebTransportProtocol:
             self.engine.reset_stream(stream_id, code)
         stream = self._streams.get(stream_id)
         if stream is not None:
-            stream.kind = _Kind.IGNORED
-            stream.session = None
-            if stream.fin:
-                self._forget(stream_id)
+            self._ignore(stream_id, stream)
+
+    def _ignore(self, stream_id: int, stream: _Stream) -> None:
+        """Detach a stream from its session; it is kept, ignored, until nothing more arrives."""
+        self._release_receive(stream_id, stream)
+        self._close_counted(stream_id, stream)
+        stream.kind = _Kind.IGNORED
+        stream.session = None
+        if stream.fin:
+            self._forget(stream_id)
+
+    def _release_receive(self, stream_id: int, stream: _Stream) -> None:
+        """The receiving side is done with: unread bytes give their session credit back."""
+        if stream.released:
+            return
+        stream.released = True
+        self.engine.untrack_consumption(stream_id)
+        session = stream.session
+        if session is not None and session.fc is not None:
+            unread = stream.delivered - stream.consumed
+            stream.consumed = stream.delivered
+            self._credit_consumed(session, unread)
+
+    def _credit_consumed(self, session: SessionState, size: int) -> None:
+        fc = session.fc
+        assert fc is not None
+        fc.consumed += size
+        if session.is_open and fc.data_update_due():
+            self._grant(session, fc)
+
+    def _close_counted(self, stream_id: int, stream: _Stream) -> None:
+        """A stream that held one of the session's stream credits is gone: credit may follow."""
+        session = stream.session
+        if not stream.counted or session is None or session.fc is None:
+            return
+        stream.counted = False
+        session.fc.peer_closed[not stream_id & 2] += 1
+        if session.is_open:
+            self._grant(session, session.fc)
 
     def _on_wt_data(self, stream_id: int, stream: _Stream, data: bytes, fin: bool) -> None:
         session = stream.session
@@ -1070,6 +1148,7 @@ class WebTransportProtocol:
             fc = session.fc
             if fc is not None and data:
                 fc.received += len(data)
+                stream.delivered += len(data)
                 if fc.received > fc.local_max_data:
                     raise ProtocolViolation(
                         H3ErrorCode.WT_FLOW_CONTROL_ERROR,
@@ -1105,14 +1184,15 @@ class WebTransportProtocol:
         self._forget_if_done(stream_id, stream)
 
     def _forget_if_done(self, stream_id: int, stream: _Stream) -> None:
-        """Drop a WebTransport stream's state once both directions are finished."""
-        if stream.fin and stream.unidir:
+        """Drop a WebTransport stream's state once both directions are done with."""
+        if stream.released and stream.unidir:
             self._forget(stream_id)
 
     def _forget(self, stream_id: int) -> None:
         self.engine.untrack_consumption(stream_id)
         stream = self._streams.pop(stream_id, None)
         if stream is not None and stream.session is not None:
+            self._close_counted(stream_id, stream)
             stream.session.streams.discard(stream_id)
 
     def _on_stream_reset(self, stream_id: int, code: int) -> None:

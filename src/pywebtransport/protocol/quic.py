@@ -19,7 +19,7 @@ from aioquic._buffer import Buffer
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
-from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.packet import QuicErrorCode, QuicFrameType
 
 Address = Any  # (host, port) or (host, port, flowinfo, scope_id)
 
@@ -27,6 +27,7 @@ _SHORT_HEADER_OVERHEAD = 1 + 2 + 16  # first byte, 2-byte packet number, AEAD ta
 _DATAGRAM_FRAME_OVERHEAD = 1 + 2  # frame type, length varint (payloads < 16384)
 STATELESS_RESET_CODE = -1
 _MAX_STREAM_DATA_CAPACITY = 1 + 2 * 8  # frame type, stream ID, maximum
+_CONNECTION_LIMIT_CAPACITY = 1 + 8  # frame type, maximum
 
 
 @dataclass(slots=True)
@@ -121,28 +122,62 @@ class QuicEngine(Protocol):
 class _CreditedConnection(QuicConnection):
     """aioquic's connection with receive credit tied to what the application consumed.
 
-    aioquic doubles a stream's MAX_STREAM_DATA whenever the peer has sent half of it, whether
-    or not anybody reads, so a reader that stalls lets the peer fill its memory. For the
-    streams listed in ``consumed`` (WebTransport streams, whose bytes the application reads),
-    credit is instead raised to ``consumed + window`` once less than half a window remains:
-    what sits unread is bounded by the window. Other streams keep aioquic's policy.
+    aioquic raises credit as data arrives: it doubles a stream's MAX_STREAM_DATA and the
+    connection's MAX_DATA whenever the peer has used half, whether or not anybody reads, and
+    gives a stream slot back (MAX_STREAMS) as soon as a stream is finished on the wire. A reader
+    that stalls would let the peer fill memory. Here, for the streams listed in ``credit``
+    (WebTransport streams, whose bytes the application reads):
+
+    - a stream's credit becomes ``consumed + window`` once less than half a window remains,
+      so what sits unread on one stream is bounded by ``window``;
+    - the connection's credit becomes ``used - held + connection_window``, where ``held`` is
+      what tracked streams received (highest offset) and the application has not consumed:
+      the unread total over all streams is bounded by ``connection_window``;
+    - a peer's stream occupies a MAX_STREAMS slot until aioquic has finished it *and* the
+      application released it, so at most ``max_streams`` of each kind are open or unread.
+
+    Grants follow one rule: send an update once the increment it brings is at least what the
+    peer still has, so updates are batched yet a peer is never left waiting for credit that
+    could be given. Other streams (HTTP/3 control and request streams) keep aioquic's policy.
     """
 
-    def __init__(self, *, window: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *, window: int, max_streams_bidi: int, max_streams_uni: int, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.window = window
-        self.consumed: dict[int, int] = {}
+        self.connection_window = self._local_max_data.value  # aioquic internals
+        self.credit: dict[int, list[int]] = {}  # stream -> [consumed offset, highest offset]
+        self.credit_dirty = False  # consumption moved since the connection credit was computed
+        self.released = 0  # streams untracked so far (each may free a MAX_STREAMS slot)
+        self._credit_used = -1  # connection bytes used when the credit was last computed
+        self.max_streams = {False: max_streams_bidi, True: max_streams_uni}
+        self._stream_limits = {
+            False: self._local_max_streams_bidi,  # aioquic internals
+            True: self._local_max_streams_uni,
+        }
+        for unidirectional, limit in self._stream_limits.items():
+            limit.value = limit.sent = self.max_streams[unidirectional]
+        self._stream_targets = dict(self.max_streams)  # the MAX_STREAMS values we decided
+        self._slots_seen: dict[bool, tuple[int, int, int]] = {}  # inputs of the last count
+
+    def highest_offset(self, stream_id: int, entry: list[int]) -> int:
+        """The highest offset received on a tracked stream (remembered once aioquic drops it)."""
+        stream = self._streams.get(stream_id)  # aioquic internals
+        if stream is not None and stream.receiver.highest_offset > entry[1]:
+            entry[1] = stream.receiver.highest_offset
+        return entry[1]
 
     def _write_stream_limits(  # aioquic internals: the hook that writes MAX_STREAM_DATA
         self, builder: Any, space: Any, stream: Any
     ) -> None:
-        consumed = self.consumed.get(stream.stream_id)
-        if consumed is None:
+        entry = self.credit.get(stream.stream_id)
+        if entry is None:
             super()._write_stream_limits(builder=builder, space=space, stream=stream)
             return
         window = self.window
-        if (stream.max_stream_data_local - consumed) * 2 < window:
-            stream.max_stream_data_local = consumed + window
+        if (stream.max_stream_data_local - entry[0]) * 2 < window:
+            stream.max_stream_data_local = entry[0] + window
         if stream.max_stream_data_local_sent != stream.max_stream_data_local:
             buf = builder.start_frame(
                 QuicFrameType.MAX_STREAM_DATA,
@@ -154,18 +189,81 @@ class _CreditedConnection(QuicConnection):
             buf.push_uint_var(stream.max_stream_data_local)
             stream.max_stream_data_local_sent = stream.max_stream_data_local
 
+    def _write_connection_limits(  # aioquic internals: the hook that writes MAX_DATA/STREAMS
+        self, builder: Any, space: Any
+    ) -> None:
+        limit = self._local_max_data
+        if (limit.value - limit.used) * 2 <= self.connection_window and (
+            self.credit_dirty or limit.used != self._credit_used
+        ):
+            self.credit_dirty = False
+            self._credit_used = limit.used
+            held = 0
+            for stream_id, entry in self.credit.items():
+                held += self.highest_offset(stream_id, entry) - entry[0]
+            target = limit.used - held + self.connection_window
+            if target - limit.value >= limit.value - limit.used:
+                limit.value = max(limit.value, target)
+        self._send_limit(builder, limit)
+        for unidirectional, limit in self._stream_limits.items():
+            target = self._stream_targets[unidirectional]
+            # aioquic adds one to ``value`` whenever it drops a finished peer stream, so a
+            # value above our target means a stream was dropped; our count replaces it.
+            seen = (limit.used, limit.value - target, self.released)
+            if (target - limit.used) * 2 <= self.max_streams[
+                unidirectional
+            ] and self._slots_seen.get(unidirectional) != seen:
+                self._slots_seen[unidirectional] = seen
+                target = self._stream_slot_target(unidirectional, limit.used)
+                self._stream_targets[unidirectional] = target
+            limit.value = target
+            self._send_limit(builder, limit)
+
+    def _stream_slot_target(self, unidirectional: bool, used: int) -> int:
+        """The MAX_STREAMS value that leaves ``max_streams`` slots beyond the occupied ones."""
+        current = self._stream_targets[unidirectional]
+        peer_bit = 1 if self._is_client else 0  # aioquic internals; the initiator bit
+        kind = (2 if unidirectional else 0) | peer_bit
+        occupied = {sid for sid in self._streams if sid & 3 == kind}  # aioquic internals
+        occupied.update(sid for sid in self.credit if sid & 3 == kind)
+        target = used - len(occupied) + self.max_streams[unidirectional]
+        return target if target - current >= current - used else current
+
+    def _send_limit(self, builder: Any, limit: Any) -> None:
+        if limit.value != limit.sent:
+            buf = builder.start_frame(
+                limit.frame_type,
+                capacity=_CONNECTION_LIMIT_CAPACITY,
+                handler=self._on_connection_limit_delivery,
+                handler_args=(limit,),
+            )
+            buf.push_uint_var(limit.value)
+            limit.sent = limit.value
+
 
 class AioquicEngine:
-    """:class:`QuicEngine` on top of aioquic's ``QuicConnection``."""
+    """:class:`QuicEngine` on top of aioquic's ``QuicConnection``.
+
+    Args:
+        configuration: aioquic's settings; ``max_stream_data`` is the receive window of one
+            stream and ``max_data`` that of the whole connection.
+        original_destination_connection_id: server: the client's first destination CID.
+        max_streams_bidi, max_streams_uni: streams of each kind the peer may have open (or
+            unread) at once.
+    """
 
     def __init__(
         self,
         configuration: QuicConfiguration,
         *,
         original_destination_connection_id: bytes | None = None,
+        max_streams_bidi: int = 128,
+        max_streams_uni: int = 128,
     ) -> None:
         self._quic = _CreditedConnection(
             window=configuration.max_stream_data,
+            max_streams_bidi=max_streams_bidi,
+            max_streams_uni=max_streams_uni,
             configuration=configuration,
             original_destination_connection_id=original_destination_connection_id,
         )
@@ -197,8 +295,27 @@ class AioquicEngine:
         )
 
     def connect(self, addr: Address, now: float) -> None:
-        """Start the client handshake towards ``addr``."""
-        self._quic.connect(addr, now=now)
+        """Start the client handshake towards ``addr``.
+
+        When aioquic's ``connect()`` raises, or is interrupted (a KeyboardInterrupt from a
+        signal handler), the engine terminates at once, locally, and the exception propagates.
+        aioquic records the peer's network path before it builds its per-epoch state
+        (``_cryptos``, ``_crypto_streams``, ``_spaces``, in ``_initialize``), and its
+        ``datagrams_to_send()`` indexes that state by epoch: driving the half-built connection,
+        as closing it does, raised KeyError (``Epoch.HANDSHAKE``). Nothing reached the peer
+        yet (packets are only built by :meth:`datagrams_to_send`), so there is nobody to tell.
+        """
+        try:
+            self._quic.connect(addr, now=now)
+        except BaseException:  # re-raised: only the engine's own state is settled here
+            self._end_locally(QuicErrorCode.INTERNAL_ERROR, "connect failed")
+            raise
+
+    def _end_locally(self, error_code: int, reason: str) -> None:
+        """Terminate without involving aioquic; :meth:`get_timer` makes the event due now."""
+        self._closed_locally = True
+        self._terminated = True
+        self._extra.append(EngineTerminated(error_code, reason, False))
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Feed one UDP payload to the engine."""
@@ -250,7 +367,11 @@ class AioquicEngine:
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must next be called."""
-        return None if self._terminated else self._quic.get_timer()
+        if self._terminated:
+            # A termination no received packet reported (see _end_locally) is due at once:
+            # the owner collects engine events after handle_timer.
+            return 0.0 if self._extra else None
+        return self._quic.get_timer()
 
     def handle_timer(self, now: float) -> None:
         """Run the engine's timers (loss detection, idle timeout, ...)."""
@@ -270,6 +391,11 @@ class AioquicEngine:
 
     def _convert(self, event: qe.QuicEvent) -> EngineEvent | None:
         if isinstance(event, qe.StreamDataReceived):
+            quic = self._quic
+            entry = quic.credit.get(event.stream_id)
+            if entry is not None:  # remember how far it got: aioquic may drop it once finished
+                quic.highest_offset(event.stream_id, entry)
+                quic.credit_dirty = True
             return EngineStreamData(event.stream_id, event.data, event.end_stream)
         if isinstance(event, qe.DatagramFrameReceived):
             return EngineDatagram(event.data)
@@ -325,18 +451,34 @@ class AioquicEngine:
         return dropped
 
     def track_consumption(self, stream_id: int, consumed: int) -> None:
-        """Tie ``stream_id``'s receive credit to consumption; ``consumed`` bytes are done."""
-        self._quic.consumed[stream_id] = consumed
+        """Tie ``stream_id``'s receive credit to consumption; ``consumed`` bytes are done.
+
+        Until :meth:`untrack_consumption`, what it received beyond ``consumed`` counts against
+        the connection's receive window and the stream holds one of the peer's stream slots.
+        """
+        quic = self._quic
+        entry = [consumed, consumed]
+        quic.highest_offset(stream_id, entry)
+        quic.credit[stream_id] = entry
+        quic.credit_dirty = True
 
     def consume(self, stream_id: int, size: int) -> None:
         """The application consumed ``size`` more bytes of ``stream_id``."""
-        consumed = self._quic.consumed
-        if stream_id in consumed:
-            consumed[stream_id] += size
+        entry = self._quic.credit.get(stream_id)
+        if entry is not None:
+            entry[0] += size
+            self._quic.credit_dirty = True
 
     def untrack_consumption(self, stream_id: int) -> None:
-        """Stop tracking ``stream_id`` (it ended or is ignored)."""
-        self._quic.consumed.pop(stream_id, None)
+        """The application is done with ``stream_id``'s receive side (read, stopped, dropped).
+
+        What it still held counts as consumed, and its stream slot is free once the stream
+        is finished on the wire too.
+        """
+        quic = self._quic
+        if quic.credit.pop(stream_id, None) is not None:
+            quic.released += 1
+            quic.credit_dirty = True
 
     def send_ping(self) -> None:
         """Queue a PING frame (keeps the connection and NAT bindings alive)."""
@@ -373,9 +515,16 @@ class AioquicEngine:
 
     def close(self, error_code: int, reason: str) -> None:
         """Close the connection with an application error code."""
-        if not self._closed_locally and not self._terminated:
-            self._closed_locally = True
-            self._quic.close(error_code=error_code, reason_phrase=reason)
+        if self._closed_locally or self._terminated:
+            return
+        if not self._quic._spaces:  # aioquic internals: filled by _initialize
+            # Not started (a client before connect(), a server before its first Initial):
+            # nothing was sent, and aioquic cannot build a CONNECTION_CLOSE without the
+            # per-epoch state and network path it creates on start (KeyError, IndexError).
+            self._end_locally(error_code, reason)
+            return
+        self._closed_locally = True
+        self._quic.close(error_code=error_code, reason_phrase=reason)
 
     def peer_certificate_der(self) -> bytes | None:
         """The DER certificate the peer presented, once the handshake got that far."""

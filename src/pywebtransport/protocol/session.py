@@ -67,8 +67,10 @@ class FlowControl:
 
     __slots__ = (
         "blocked_sent",
+        "consumed",
         "local_max_data",
         "local_max_streams",
+        "peer_closed",
         "peer_opened",
         "received",
         "remote_max_data",
@@ -88,8 +90,10 @@ class FlowControl:
         self.remote_max_streams = {True: remote["bidi"], False: remote["uni"]}
         self.sent = 0
         self.received = 0
+        self.consumed = 0  # of ``received``, what the application read (or discarded)
         self.we_opened = {True: 0, False: 0}
         self.peer_opened = {True: 0, False: 0}
+        self.peer_closed = {True: 0, False: 0}  # peer streams done with on both sides
         self.blocked_sent = False
 
     def data_credit(self) -> int:
@@ -101,28 +105,40 @@ class FlowControl:
         return self.remote_max_streams[bidirectional] - self.we_opened[bidirectional]
 
     def data_update_due(self) -> bool:
-        """True once the peer has used half of the data window we granted."""
-        return (self.local_max_data - self.received) * 2 < self.window
+        """True when a WT_MAX_DATA update is worth sending (see :func:`_grant_due`)."""
+        return _grant_due(self.local_max_data, self.received, self.consumed + self.window)
 
     def updates(self) -> bytes:
-        """Capsules that raise the peer's credit once half a window is used (empty if none).
+        """Capsules that raise the peer's credit, if any is due (empty if none).
 
-        Each grant restores a full window beyond what was received or opened, so grants are
-        spaced half a window apart whatever the total transferred.
+        Credit follows what the application is done with: data credit is ``consumed +
+        window`` (unread bytes hold it back), stream credit is ``closed + window`` (a stream
+        counts until both sides are finished and its data read).
         """
         out = b""
         if self.data_update_due():
-            self.local_max_data = self.received + self.window
+            self.local_max_data = self.consumed + self.window
             out += encode_capsule(CapsuleType.WT_MAX_DATA, encode_varint(self.local_max_data))
         for bidi, ctype in (
             (True, CapsuleType.WT_MAX_STREAMS_BIDI),
             (False, CapsuleType.WT_MAX_STREAMS_UNI),
         ):
-            window = self.window_streams[bidi]
-            if (self.local_max_streams[bidi] - self.peer_opened[bidi]) * 2 < window:
-                self.local_max_streams[bidi] = self.peer_opened[bidi] + window
-                out += encode_capsule(ctype, encode_varint(self.local_max_streams[bidi]))
+            target = self.peer_closed[bidi] + self.window_streams[bidi]
+            if _grant_due(self.local_max_streams[bidi], self.peer_opened[bidi], target):
+                self.local_max_streams[bidi] = target
+                out += encode_capsule(ctype, encode_varint(target))
         return out
+
+
+def _grant_due(granted: int, used: int, target: int) -> bool:
+    """Whether raising credit from ``granted`` to ``target`` is worth a capsule now.
+
+    Yes once the increment is at least what the peer still has (``granted - used``): updates
+    are batched (about one per half window when the application keeps up), yet a peer that
+    has run out always gets whatever can be given.
+    """
+    increment = target - granted
+    return increment > 0 and increment >= granted - used
 
 
 class SessionState:

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 from aioquic.quic.configuration import QuicConfiguration
 from cryptography.hazmat.primitives import serialization
 
+from .._engine import apply_receive_windows, make_engine
 from .._keylog import key_log_file
 from ..config import ServerConfig
 from ..connection import WebTransportConnection
 from ..constants import ALPN_H3
 from ..exceptions import ServerError
-from ..protocol import AioquicEngine, LocalLimits, WebTransportProtocol
+from ..protocol import LocalLimits, WebTransportProtocol
 from ..protocol import events as ev
 from ..protocol.quic import route_packet, version_negotiation
 from ..protocol.subprotocol import offered_protocols, select_protocol
@@ -83,6 +84,7 @@ class WebTransportServer:
             max_datagram_size=cfg.max_datagram_size,
             congestion_control_algorithm=cfg.congestion_control,
         )
+        apply_receive_windows(qc, cfg)
         qc.secrets_log_file = key_log_file()  # only when SSLKEYLOGFILE is set
         try:
             qc.load_cert_chain(cfg.certfile, cfg.keyfile)  # type: ignore[arg-type]
@@ -304,7 +306,12 @@ class WebTransportServer:
 
     def _new_connection(self, original_dcid: bytes, addr: Any) -> WebTransportConnection:
         cfg = self.config
-        engine = AioquicEngine(self._quic_config, original_destination_connection_id=original_dcid)
+        engine = make_engine(
+            self._quic_config,
+            cfg,
+            request_streams=cfg.max_sessions_per_connection,
+            original_destination_connection_id=original_dcid,
+        )
         protocol = WebTransportProtocol(
             engine,
             limits=LocalLimits(
@@ -314,6 +321,7 @@ class WebTransportServer:
                 initial_max_streams_uni=cfg.initial_max_streams_uni,
             ),
             max_header_size=cfg.max_header_size,
+            max_early_streams=cfg.max_early_streams,
             stream_send_buffer=cfg.stream_buffer_size,
             max_pending_datagrams=cfg.datagram_queue_size,
         )
