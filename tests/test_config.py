@@ -24,6 +24,7 @@ def test_defaults_are_safe() -> None:
     [
         ({"connect_timeout": 0}, "connect_timeout"),
         ({"idle_timeout": -1}, "idle_timeout"),
+        ({"idle_timeout": float("inf")}, "idle_timeout"),
         ({"max_datagram_size": 100}, "max_datagram_size"),
         ({"retry_backoff": 0.5}, "retry_backoff"),
         ({"server_certificate_hashes": [b"short"]}, "server_certificate_hashes"),

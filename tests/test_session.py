@@ -236,6 +236,36 @@ async def test_outgoing_datagram_queue_is_bounded_and_counted(
         assert await session.datagrams.receive() == b"092"
 
 
+async def test_incoming_datagram_queue_is_bounded_and_counted(
+    server: WebTransportServer, cert: object
+) -> None:
+    config = ClientConfig(
+        server_certificate_hashes=[cert.sha256],  # type: ignore[attr-defined]
+        datagram_queue_size=8,
+    )
+    async with asyncio.timeout(T), WebTransportClient(config=config) as client:
+        session = await client.connect(url=url(server))
+        # Reading would empty the queue: watch arrivals instead, to know when all 20 are in.
+        all_in = asyncio.get_running_loop().create_future()
+        feed = session.datagrams._feed
+
+        def counting_feed(data: bytes) -> None:
+            feed(data)
+            if session.datagrams.stats["received"] == 20:
+                all_in.set_result(None)
+
+        session.datagrams._feed = counting_feed  # type: ignore[method-assign]
+        for n in range(20):
+            await session.datagrams.send(b"%03d" % n)
+            await asyncio.sleep(0)  # let each one go out on its own before the next
+        await all_in
+        assert session.datagrams.stats["dropped_incoming"] == 12
+        # The newest eight were kept, oldest first.
+        assert [await session.datagrams.receive() for _ in range(8)] == [
+            b"%03d" % n for n in range(12, 20)
+        ]
+
+
 async def test_read_after_local_stop_raises(
     server: WebTransportServer, client_config: ClientConfig
 ) -> None:

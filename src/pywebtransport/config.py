@@ -90,6 +90,14 @@ def _check_receive_limits(obj: ClientConfig | ServerConfig) -> None:
         )
 
 
+def _check_idle_timeout(value: float) -> None:
+    # QUIC carries it in milliseconds as a varint (RFC 9000 18.2): it must be finite.
+    if not value * 1000 < 2**62:
+        raise ConfigurationError(
+            f"idle_timeout must be finite and below 2**62 ms, got {value!r}", field="idle_timeout"
+        )
+
+
 def _check_udp_payload(value: int) -> None:
     if not 1200 <= value <= 65527:
         raise ConfigurationError(
@@ -168,6 +176,7 @@ class ClientConfig(_ConfigBase):
             "max_retry_delay",
         )
         _check_udp_payload(self.max_datagram_size)
+        _check_idle_timeout(self.idle_timeout)
         _check_receive_limits(self)
         _check_protocols(self.protocols)
         if self.retry_backoff < 1.0:
@@ -274,6 +283,7 @@ class ServerConfig(_ConfigBase):
             "session_accept_timeout",
         )
         _check_udp_payload(self.max_datagram_size)
+        _check_idle_timeout(self.idle_timeout)
         _check_receive_limits(self)
         if not 0 <= self.port <= 65535:
             raise ConfigurationError(f"port {self.port} is out of range", field="port")

@@ -522,6 +522,56 @@ def test_early_stream_over_max_early_bytes_is_refused(
     assert_healthy(pair, good)
 
 
+def test_refused_early_stream_of_a_pending_session_is_not_replayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pair = Pair(tmp_path, max_early_streams=4)
+    pair.server.max_early_bytes = 1000  # a pending session may hold 4 x 1000 early bytes
+    good = pair.open_session("/good")
+    events(pair, "server")
+    tap = Tap(monkeypatch, pair.client)
+    pending = pair.client.open_session(authority=AUTHORITY, path="/pending")
+    small = new_bidi(pair, v(0x41) + v(pending) + b"small", True)
+    big = new_bidi(pair, v(0x41) + v(pending) + b"x" * 5000, True)
+    pair.roundtrip()
+    assert tap.stops().get(big) == BUFFERED_STREAM_REJECTED
+    assert pair.server._early_count == 1
+    events(pair, "server")
+    pair.server.accept_session(pending)
+    pair.roundtrip()
+    # Only the stream that was kept reaches the application, with its data.
+    got = events(pair, "server")
+    assert [e.stream_id for e in got if isinstance(e, ev.StreamOpened)] == [small]
+    assert [e.data for e in got if isinstance(e, ev.StreamData)] == [b"small"]
+    assert pair.server._early_count == 0
+    assert_healthy(pair, good)
+
+
+def test_refused_stream_for_an_unknown_session_is_not_attached_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pair = Pair(tmp_path)
+    pair.server.max_early_bytes = 4096
+    good = pair.open_session("/good")
+    events(pair, "server")
+    tap = Tap(monkeypatch, pair.client)
+    future = pair.client.engine.next_stream_id(False)  # the next CONNECT stream's ID
+    big = new_uni(pair, v(0x54) + v(future) + b"x" * 10_000)
+    kept = new_uni(pair, v(0x54) + v(future) + b"kept", True)
+    pair.roundtrip(limit=400)
+    assert tap.stops().get(big) == BUFFERED_STREAM_REJECTED
+    assert pair.server._early_count == 1
+    assert pair.client.open_session(authority=AUTHORITY, path="/late") == future
+    pair.roundtrip()
+    events(pair, "server")
+    pair.server.accept_session(future)
+    pair.roundtrip(limit=400)
+    got = events(pair, "server")
+    assert [e.stream_id for e in got if isinstance(e, ev.StreamOpened)] == [kept]
+    assert pair.server._early_count == 0
+    assert_healthy(pair, good)
+
+
 # ----------------------------------------------------------------------------- data after FIN
 
 

@@ -549,8 +549,6 @@ class WebTransportProtocol:
                 },
             )
         early, session.early = session.early, []
-        self._early_count -= session.early_streams
-        session.early_streams = 0
         session.early_bytes = 0
         try:
             self._replay(session, early)
@@ -562,7 +560,7 @@ class WebTransportProtocol:
             if isinstance(event, ev.StreamOpened):
                 stream = self._streams.get(event.stream_id)
                 if stream is not None:
-                    stream.early_since = None
+                    self._drop_early(event.stream_id, stream)
                     self._count_peer_stream(session, stream)
             elif isinstance(event, ev.StreamData) and session.fc is not None:
                 session.fc.received += len(event.data)
@@ -945,10 +943,11 @@ class WebTransportProtocol:
             )
         )
         for waiting in self._unknown_early.pop(stream_id, []):
-            self._early_count -= 1
             wt = self._streams.get(waiting)
-            if wt is not None:
-                self._attach(waiting, wt, stream_id, wt.early_since or 0.0, replay=wt.buf)
+            if wt is not None and wt.early_since is not None:
+                since = wt.early_since
+                self._drop_early(waiting, wt)  # it waits for this session now, from ``since``
+                self._attach(waiting, wt, stream_id, since, replay=wt.buf)
 
     # ----------------------------------------------------------------------------- capsules
 
@@ -1061,7 +1060,7 @@ class WebTransportProtocol:
                 return
             session.early_streams += 1
             self._early_count += 1
-            stream.early_since = stream.early_since or now
+            stream.early_since = now
             session.early.append(opened)
         if replay or stream.fin:
             self._deliver(stream_id, stream, session, replay, stream.fin)
@@ -1091,6 +1090,7 @@ class WebTransportProtocol:
 
     def _ignore(self, stream_id: int, stream: _Stream) -> None:
         """Detach a stream from its session; it is kept, ignored, until nothing more arrives."""
+        self._drop_early(stream_id, stream)
         self._release_receive(stream_id, stream)
         self._close_counted(stream_id, stream)
         stream.kind = _Kind.IGNORED
@@ -1191,6 +1191,8 @@ class WebTransportProtocol:
     def _forget(self, stream_id: int) -> None:
         self.engine.untrack_consumption(stream_id)
         stream = self._streams.pop(stream_id, None)
+        if stream is not None:
+            self._drop_early(stream_id, stream)
         if stream is not None and stream.session is not None:
             self._close_counted(stream_id, stream)
             stream.session.streams.discard(stream_id)
@@ -1275,12 +1277,10 @@ class WebTransportProtocol:
         for stream_id in list(session.streams):
             self._refuse(stream_id, code)
         session.streams.clear()
-        self._early_count -= session.early_streams
-        session.early_streams = 0
         session.early.clear()
-        for waiting in self._unknown_early.pop(session.session_id, []):
-            self._early_count -= 1
+        for waiting in self._unknown_early.get(session.session_id, [])[:]:
             self._refuse(waiting, code)
+        self._unknown_early.pop(session.session_id, None)
         self._gone.add(session.session_id)
         self._sessions.pop(session.session_id, None)
         if session.phase is not SessionPhase.CLOSED:
@@ -1318,16 +1318,28 @@ class WebTransportProtocol:
             since = stream.early_since
             if since is None or since + self.early_timeout > now:
                 continue
-            self._early_count -= 1
-            if session is None:
-                waiting = self._unknown_early.get(stream.session_id, [])
-                if sid in waiting:
-                    waiting.remove(sid)
-                if not waiting:
-                    self._unknown_early.pop(stream.session_id, None)
-            else:
-                session.early_streams -= 1
+            if session is not None:
                 session.streams.discard(sid)
-                session.early = [e for e in session.early if getattr(e, "stream_id", None) != sid]
             self._refuse(sid, H3ErrorCode.WT_BUFFERED_STREAM_REJECTED)
             self._forget(sid)
+
+    def _drop_early(self, stream_id: int, stream: _Stream) -> None:
+        """Take a stream out of the early bookkeeping (it stopped waiting for its session).
+
+        The one place the counts go down: the stream's events leave the pending session's
+        queue, so a refused stream is never replayed to the application.
+        """
+        if stream.early_since is None:
+            return
+        stream.early_since = None
+        self._early_count -= 1
+        session = stream.session
+        if session is None:
+            waiting = self._unknown_early.get(stream.session_id)
+            if waiting is not None and stream_id in waiting:
+                waiting.remove(stream_id)
+                if not waiting:
+                    del self._unknown_early[stream.session_id]
+            return
+        session.early_streams -= 1
+        session.early = [e for e in session.early if getattr(e, "stream_id", None) != stream_id]
