@@ -212,6 +212,7 @@ class Harness:
         assert len(core._streams) <= opened + 3 + 1, "more streams than were ever opened"
         assert 0 <= core._early_count <= MAX_EARLY * (1 + len(core._sessions))
         assert len(core._unknown_early) <= MAX_EARLY
+        assert core._early_count == sum(s.early_since is not None for s in core._streams.values())
         for stream_id, stream in core._streams.items():
             assert len(stream.buf) <= core.max_early_bytes + 256, f"stream {stream_id} buffer"
             if stream.reader is not None:
@@ -283,6 +284,13 @@ def application_step(h: Harness, size: int) -> None:
             core.create_stream(sessions[0], bidirectional=bool(size & 8))
         elif size % 4 == 2 and sessions:
             core.send_datagram(sessions[0], b"x" * size)
+        elif size % 8 == 3 and core._streams:
+            streams = sorted(core._streams)
+            stream_id = streams[size % len(streams)]
+            if size & 0x10:
+                core.stream_released(stream_id)
+            else:
+                core.stream_consumed(stream_id, size * 13)
         else:
             pending = [sid for sid, s in core._sessions.items() if s.is_pending]
             if pending:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -67,10 +68,9 @@ def build_app(cert: CertBundle, **config: object) -> ServerApp:
     return app
 
 
-@pytest.fixture
-async def server(cert: CertBundle) -> AsyncIterator[WebTransportServer]:
-    """Our server on 127.0.0.1 with an ephemeral port."""
-    app = build_app(cert)
+@asynccontextmanager
+async def serving(app: ServerApp) -> AsyncIterator[WebTransportServer]:
+    """``app`` served on 127.0.0.1 with an ephemeral port; closed (bounded) at the end."""
     srv = WebTransportServer(config=app.config, app=app)
     await srv.listen(host="127.0.0.1", port=0)
     try:
@@ -78,6 +78,13 @@ async def server(cert: CertBundle) -> AsyncIterator[WebTransportServer]:
     finally:
         async with asyncio.timeout(T):
             await srv.close()
+
+
+@pytest.fixture
+async def server(cert: CertBundle) -> AsyncIterator[WebTransportServer]:
+    """Our server on 127.0.0.1 with an ephemeral port."""
+    async with serving(build_app(cert)) as srv:
+        yield srv
 
 
 @pytest.fixture

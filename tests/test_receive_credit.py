@@ -12,13 +12,12 @@ from pywebtransport import (
     ServerConfig,
     WebTransportClient,
     WebTransportReceiveStream,
-    WebTransportServer,
     WebTransportSession,
     WebTransportStream,
 )
 from pywebtransport.protocol import AioquicEngine
 from tests.certs import CertBundle
-from tests.conftest import T
+from tests.conftest import T, serving
 
 WINDOW = 1024 * 1024  # aioquic's default max_stream_data, which sets the receive window
 
@@ -37,31 +36,24 @@ async def test_unread_stream_holds_at_most_one_window(cert: CertBundle) -> None:
         digest.set_result(hashlib.sha256(await stream.read_all()).hexdigest())
         await session.wait_closed()
 
-    server = WebTransportServer(config=app.config, app=app)
-    await server.listen(host="127.0.0.1", port=0)
     payload = bytes(range(256)) * (8 * 1024 * 1024 // 256)
     config = ClientConfig(server_certificate_hashes=[cert.sha256])
-    try:
-        async with asyncio.timeout(6 * T), WebTransportClient(config=config) as client:
-            session = await client.connect(url=f"https://127.0.0.1:{server.local_address[1]}/slow")
-            stream = await session.create_bidirectional_stream()
-            writer = asyncio.create_task(stream.write_all(payload))
-            server_stream = await accepted
-            # The writer stalls: the server grants no credit beyond one window while unread.
-            done, _ = await asyncio.wait({writer}, timeout=1.0)
-            assert not done, "8 MiB went out although the server read nothing"
-            assert 0 < server_stream._buffered <= WINDOW
-            release.set()
-            await writer
-            assert await digest == hashlib.sha256(payload).hexdigest()
-    finally:
-        await server.close()
-
-
-async def _serve(app: ServerApp) -> WebTransportServer:
-    server = WebTransportServer(config=app.config, app=app)
-    await server.listen(host="127.0.0.1", port=0)
-    return server
+    async with (
+        serving(app) as server,
+        asyncio.timeout(6 * T),
+        WebTransportClient(config=config) as client,
+    ):
+        session = await client.connect(url=f"https://127.0.0.1:{server.local_address[1]}/slow")
+        stream = await session.create_bidirectional_stream()
+        writer = asyncio.create_task(stream.write_all(payload))
+        server_stream = await accepted
+        # The writer stalls: the server grants no credit beyond one window while unread.
+        done, _ = await asyncio.wait({writer}, timeout=1.0)
+        assert not done, "8 MiB went out although the server read nothing"
+        assert 0 < server_stream._buffered <= WINDOW
+        release.set()
+        await writer
+        assert await digest == hashlib.sha256(payload).hexdigest()
 
 
 async def test_unread_streams_together_hold_at_most_the_connection_window(
@@ -92,33 +84,33 @@ async def test_unread_streams_together_hold_at_most_the_connection_window(
         digests.set_result(sorted(hashlib.sha256(d).hexdigest() for d in datas))
         await session.wait_closed()
 
-    server = await _serve(app)
     payloads = [bytes([i]) * (512 * 1024) for i in range(count)]  # 4 MiB in all
     # A small send buffer: write_all() can only finish once the server acknowledged the bytes.
     client_config = ClientConfig(
         server_certificate_hashes=[cert.sha256], stream_buffer_size=64 * 1024
     )
-    try:
-        async with asyncio.timeout(6 * T), WebTransportClient(config=client_config) as client:
-            session = await client.connect(url=f"https://127.0.0.1:{server.local_address[1]}/many")
-            writers = []
-            for payload in payloads:
-                stream = await session.create_unidirectional_stream()
-                writers.append(asyncio.create_task(stream.write_all(payload)))
-            server_session = await sessions
-            done, _ = await asyncio.wait(writers, timeout=1.0)
-            assert not done, "the writers finished although the server read nothing"
-            engine = server_session._conn.protocol.engine
-            assert isinstance(engine, AioquicEngine)
-            # Every byte the client could send counts against MAX_DATA, read or not.
-            received = engine._quic._local_max_data.used
-            assert connection_window // 2 <= received <= connection_window + 4096
-            release.set()
-            await asyncio.gather(*writers)
-            expected = sorted(hashlib.sha256(p).hexdigest() for p in payloads)
-            assert await digests == expected
-    finally:
-        await server.close()
+    async with (
+        serving(app) as server,
+        asyncio.timeout(6 * T),
+        WebTransportClient(config=client_config) as client,
+    ):
+        session = await client.connect(url=f"https://127.0.0.1:{server.local_address[1]}/many")
+        writers = []
+        for payload in payloads:
+            stream = await session.create_unidirectional_stream()
+            writers.append(asyncio.create_task(stream.write_all(payload)))
+        server_session = await sessions
+        done, _ = await asyncio.wait(writers, timeout=1.0)
+        assert not done, "the writers finished although the server read nothing"
+        engine = server_session._conn.protocol.engine
+        assert isinstance(engine, AioquicEngine)
+        # Every byte the client could send counts against MAX_DATA, read or not.
+        received = engine._quic._local_max_data.used
+        assert connection_window // 2 <= received <= connection_window + 4096
+        release.set()
+        await asyncio.gather(*writers)
+        expected = sorted(hashlib.sha256(p).hexdigest() for p in payloads)
+        assert await digests == expected
 
 
 async def test_a_stream_slot_comes_back_only_when_its_stream_is_read(cert: CertBundle) -> None:
@@ -150,17 +142,17 @@ async def test_a_stream_slot_comes_back_only_when_its_stream_is_read(cert: CertB
         extra.set_result(await stream.read_all())
         await session.wait_closed()
 
-    server = await _serve(app)
     client_config = ClientConfig(server_certificate_hashes=[cert.sha256])
-    try:
-        async with asyncio.timeout(4 * T), WebTransportClient(config=client_config) as client:
-            session = await client.connect(url=f"https://127.0.0.1:{server.local_address[1]}/slots")
-            for i in range(limit + 1):
-                stream = await session.create_unidirectional_stream()
-                await stream.write(f"stream {i}".encode(), end_stream=True)
-            await got_limit.wait()
-            assert not extra.done()
-            read_one.set()
-            assert await extra == f"stream {limit}".encode()
-    finally:
-        await server.close()
+    async with (
+        serving(app) as server,
+        asyncio.timeout(4 * T),
+        WebTransportClient(config=client_config) as client,
+    ):
+        session = await client.connect(url=f"https://127.0.0.1:{server.local_address[1]}/slots")
+        for i in range(limit + 1):
+            stream = await session.create_unidirectional_stream()
+            await stream.write(f"stream {i}".encode(), end_stream=True)
+        await got_limit.wait()
+        assert not extra.done()
+        read_one.set()
+        assert await extra == f"stream {limit}".encode()

@@ -11,15 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from pywebtransport import ClientConfig, WebTransportClient, WebTransportServer
 from tests.certs import CertBundle
-from tests.conftest import T, build_app, url
+from tests.conftest import T, build_app, serving, url
 
 LABELS = (
     "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
@@ -27,18 +25,6 @@ LABELS = (
     "CLIENT_TRAFFIC_SECRET_0",
     "SERVER_TRAFFIC_SECRET_0",
 )
-
-
-@asynccontextmanager
-async def running_server(cert: CertBundle) -> AsyncIterator[WebTransportServer]:
-    app = build_app(cert)
-    srv = WebTransportServer(config=app.config, app=app)
-    await srv.listen(host="127.0.0.1", port=0)
-    try:
-        yield srv
-    finally:
-        async with asyncio.timeout(T):
-            await srv.close()
 
 
 async def one_session(srv: WebTransportServer, config: ClientConfig) -> None:
@@ -63,7 +49,7 @@ async def test_sslkeylogfile_is_written_by_client_and_server_when_set(
 ) -> None:
     server_log, client_log = tmp_path / "server.keys", tmp_path / "client.keys"
     monkeypatch.setenv("SSLKEYLOGFILE", str(server_log))
-    async with running_server(cert) as srv:  # the server reads the variable when it is built
+    async with serving(build_app(cert)) as srv:  # the server reads the variable when it is built
         monkeypatch.setenv("SSLKEYLOGFILE", str(client_log))  # the client, per connection
         await one_session(srv, client_config)
         await one_session(srv, client_config)  # appended, not truncated
@@ -79,7 +65,7 @@ async def test_no_key_log_without_sslkeylogfile(
 ) -> None:
     monkeypatch.delenv("SSLKEYLOGFILE", raising=False)
     monkeypatch.chdir(tmp_path)
-    async with running_server(cert) as srv:
+    async with serving(build_app(cert)) as srv:
         assert srv._quic_config.secrets_log_file is None
         client = WebTransportClient(config=client_config)
         assert client._quic_configuration("localhost").secrets_log_file is None
@@ -92,7 +78,7 @@ async def test_empty_sslkeylogfile_means_off(
     cert: CertBundle, client_config: ClientConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SSLKEYLOGFILE", "")
-    async with running_server(cert) as srv:
+    async with serving(build_app(cert)) as srv:
         assert srv._quic_config.secrets_log_file is None
         client = WebTransportClient(config=client_config)
         assert client._quic_configuration("localhost").secrets_log_file is None
@@ -110,7 +96,7 @@ async def test_no_secrets_in_debug_logs(
     monkeypatch.setenv("SSLKEYLOGFILE", str(keys))  # to learn this session's traffic secrets
     caplog.set_level(logging.DEBUG, logger="pywebtransport")
     caplog.set_level(logging.DEBUG, logger="quic")
-    async with running_server(cert) as srv:
+    async with serving(build_app(cert)) as srv:
         await one_session(srv, client_config)
     assert caplog.records, "no log records captured: the check would prove nothing"
     formatter = logging.Formatter("%(name)s %(message)s")

@@ -48,6 +48,18 @@ def certdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("props")
 
 
+def credit_is_consistent(protocol: WebTransportProtocol) -> None:
+    """Early-stream counts match the streams marked early; session credit never shrinks."""
+    early = sum(s.early_since is not None for s in protocol._streams.values())
+    assert protocol._early_count == early
+    for session in protocol._sessions.values():
+        fc = session.fc
+        if fc is not None:
+            assert fc.local_max_data >= fc.window and fc.consumed <= fc.received
+            for bidi in (True, False):
+                assert fc.peer_closed[bidi] <= fc.peer_opened[bidi]
+
+
 def no_stream_of_a_closed_session(protocol: WebTransportProtocol) -> None:
     for stream_id, stream in protocol._streams.items():
         if stream.kind.value != "webtransport":
@@ -127,7 +139,20 @@ def test_random_bytes_from_a_peer_end_cleanly(
 ACTIONS = st.lists(
     st.tuples(
         st.sampled_from(
-            ["open", "accept", "reject", "close", "stream", "send", "fin", "reset", "stop", "pump"]
+            [
+                "open",
+                "accept",
+                "reject",
+                "close",
+                "stream",
+                "send",
+                "fin",
+                "reset",
+                "stop",
+                "consume",
+                "release",
+                "pump",
+            ]
         ),
         st.sampled_from(["client", "server"]),
         st.integers(0, 7),
@@ -165,6 +190,10 @@ def test_random_application_calls_keep_the_state_machines_sound(
                 protocol.reset_stream(stream, code=n)
             elif action == "stop":
                 protocol.stop_stream(stream, code=n)
+            elif action == "consume":
+                protocol.stream_consumed(stream, n * 100)
+            elif action == "release":
+                protocol.stream_released(stream)
             else:
                 pair.roundtrip()
         except ProtocolUsageError:
@@ -172,6 +201,6 @@ def test_random_application_calls_keep_the_state_machines_sound(
         pair.roundtrip()
         for core in (pair.client, pair.server):
             no_stream_of_a_closed_session(core)
-            assert core._early_count >= 0
+            credit_is_consistent(core)
     event(f"streams opened: {min(len(streams), 3)}+, sessions: {min(len(sessions), 3)}+")
     assert not pair.client.engine.is_closed and not pair.server.engine.is_closed

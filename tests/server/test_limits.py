@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 
-from pywebtransport import ClientConfig, WebTransportClient, WebTransportServer
+from pywebtransport import ClientConfig, WebTransportClient
 from pywebtransport.client._url import parse_url
 from pywebtransport.exceptions import HandshakeError, TimeoutError
 from pywebtransport.protocol.wire import SettingId
 from tests.certs import CertBundle
-from tests.conftest import T, build_app, echo_ok, url
-
-
-@asynccontextmanager
-async def running(cert: CertBundle, **config: object) -> AsyncIterator[WebTransportServer]:
-    """The test application served on 127.0.0.1 with ``config`` overrides."""
-    app = build_app(cert, **config)
-    server = WebTransportServer(config=app.config, app=app)
-    await server.listen(host="127.0.0.1", port=0)
-    try:
-        yield server
-    finally:
-        async with asyncio.timeout(T):
-            await server.close()
+from tests.conftest import T, build_app, echo_ok, serving, url
 
 
 async def test_sessions_per_connection_limit(cert: CertBundle, client_config: ClientConfig) -> None:
@@ -38,7 +23,7 @@ async def test_sessions_per_connection_limit(cert: CertBundle, client_config: Cl
     """
     async with (
         asyncio.timeout(4 * T),
-        running(cert, max_sessions_per_connection=2) as server,
+        serving(build_app(cert, max_sessions_per_connection=2)) as server,
         WebTransportClient(config=client_config) as client,
     ):
         target = parse_url(url(server))
@@ -77,7 +62,7 @@ async def test_max_connections_limit(cert: CertBundle, client_config: ClientConf
     """With a limit of 2, a third connection's Initial packets are dropped until one closes."""
     async with (
         asyncio.timeout(6 * T),
-        running(cert, max_connections=2) as server,
+        serving(build_app(cert, max_connections=2)) as server,
         WebTransportClient(config=client_config) as client,
     ):
         first = await client.connect(url=url(server))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -15,7 +14,6 @@ from pywebtransport import (
     HandshakeError,
     ServerApp,
     WebTransportClient,
-    WebTransportServer,
     WebTransportSession,
 )
 from pywebtransport.exceptions import ConfigurationError
@@ -23,7 +21,7 @@ from pywebtransport.server import header_auth, max_sessions, origin_allowlist, r
 from pywebtransport.server.app import Middleware
 from pywebtransport.server.middleware import RateLimiter
 from tests.certs import CertBundle
-from tests.conftest import T, build_app, url
+from tests.conftest import T, build_app, serving, url
 
 
 class FakeClock:
@@ -61,17 +59,6 @@ def access() -> Iterator[AccessRecords]:
     yield handler
     logger.removeHandler(handler)
     logger.setLevel(old_level)
-
-
-@asynccontextmanager
-async def serving(app: ServerApp) -> AsyncIterator[WebTransportServer]:
-    server = WebTransportServer(config=app.config, app=app)
-    await server.listen(host="127.0.0.1", port=0)
-    try:
-        yield server
-    finally:
-        async with asyncio.timeout(T):
-            await server.close()
 
 
 def app_with(cert: CertBundle, *middleware: Middleware) -> ServerApp:

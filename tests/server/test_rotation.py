@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from pywebtransport import (
     ClientConfig,
@@ -18,7 +16,7 @@ from pywebtransport import (
 from pywebtransport.exceptions import CertificateError, ServerError
 from pywebtransport.server.certificate import CertificateBundle, generate_self_signed_certificate
 from tests.certs import CertBundle
-from tests.conftest import T, build_app, url
+from tests.conftest import T, url
 from tests.test_cli import http_get, start_serve
 
 
@@ -47,18 +45,6 @@ async def _connect_and_echo(server_url: str, digest: bytes, payload: bytes) -> b
             return await _echo(session, payload)
         finally:
             await session.close()
-
-
-@pytest_asyncio.fixture
-async def server(cert: CertBundle) -> AsyncIterator[WebTransportServer]:
-    app = build_app(cert)
-    srv = WebTransportServer(config=app.config, app=app)
-    await srv.listen(host="127.0.0.1", port=0)
-    try:
-        yield srv
-    finally:
-        async with asyncio.timeout(T):
-            await srv.close()
 
 
 async def test_rotation_keeps_open_sessions_and_pins_the_new_hash(

@@ -390,6 +390,7 @@ class WebTransportProtocol:
         self.engine.consume(stream_id, size)
         stream = self._streams.get(stream_id)
         if stream is not None and stream.session is not None and stream.session.fc is not None:
+            size = min(size, stream.delivered - stream.consumed)  # never more than arrived
             stream.consumed += size
             self._credit_consumed(stream.session, size)
 

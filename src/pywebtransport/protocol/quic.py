@@ -464,10 +464,11 @@ class AioquicEngine:
 
     def consume(self, stream_id: int, size: int) -> None:
         """The application consumed ``size`` more bytes of ``stream_id``."""
-        entry = self._quic.credit.get(stream_id)
-        if entry is not None:
-            entry[0] += size
-            self._quic.credit_dirty = True
+        quic = self._quic
+        entry = quic.credit.get(stream_id)
+        if entry is not None:  # never beyond what arrived: credit must not run ahead of data
+            entry[0] = min(entry[0] + size, quic.highest_offset(stream_id, entry))
+            quic.credit_dirty = True
 
     def untrack_consumption(self, stream_id: int) -> None:
         """The application is done with ``stream_id``'s receive side (read, stopped, dropped).
