@@ -14,7 +14,9 @@ from pywebtransport import (
     WebTransportClient,
     WebTransportServer,
 )
-from tests.conftest import T, url
+from pywebtransport.events import Event, EventType
+from tests.certs import CertBundle
+from tests.conftest import T, build_app, serving, url
 
 
 async def test_bidirectional_echo_with_fin(
@@ -292,3 +294,57 @@ async def test_failed_connects_leave_no_connection_behind(
         closing = [c.wait_closed() for c in client._connections]
         await asyncio.gather(*closing)
         assert client.stats["active_connections"] == 0
+
+
+async def test_session_and_streams_are_event_emitters(
+    server: WebTransportServer, client_config: ClientConfig
+) -> None:
+    """Stream, datagram and close events come from the session; a stream says when it closed."""
+    seen: list[Event] = []
+    loop = asyncio.get_running_loop()
+    datagram: asyncio.Future[Event] = loop.create_future()
+    closed: asyncio.Future[Event] = loop.create_future()
+    async with asyncio.timeout(T), WebTransportClient(config=client_config) as client:
+        session = await client.connect(url=url(server))  # the echo route
+        session.on(EventType.STREAM_OPENED, seen.append)
+        session.on("stream_closed", seen.append)
+        session.once(EventType.DATAGRAM_RECEIVED, datagram.set_result)
+        session.once(EventType.SESSION_CLOSED, closed.set_result)
+        bidi = await session.create_bidirectional_stream()
+        bidi_closed: list[Event] = []
+        bidi.on(EventType.STREAM_CLOSED, bidi_closed.append)
+        await bidi.write_all(b"ping")
+        assert await bidi.read_all() == b"ping"
+        assert [(e.source, e.data) for e in bidi_closed] == [(bidi, {"stream_id": bidi.stream_id})]
+        # A uni stream comes back on a stream the server opens.
+        uni = await session.create_unidirectional_stream()
+        await uni.write_all(b"uni")
+        back = await session.accept_unidirectional_stream()
+        assert await back.read_all() == b"uni"
+        await session.datagrams.send(b"dgram")
+        assert (await datagram).data == {"data": b"dgram"}
+        await session.close(code=7, reason="done")
+        event = await closed
+        assert event.data == {"session_id": session.session_id, "code": 7, "reason": "done"}
+    assert all(e.source is session for e in seen)
+    opened = [(e.data["stream"], e.data["local"]) for e in seen if e.type == "stream_opened"]
+    ended = [(e.data["stream"], e.data["local"]) for e in seen if e.type == "stream_closed"]
+    assert opened == [(bidi, True), (uni, True), (back, False)]
+    by_id = lambda item: item[0].stream_id  # noqa: E731
+    assert sorted(ended, key=by_id) == sorted(opened, key=by_id)  # each end is told once
+
+
+async def test_draining_is_an_event(cert: CertBundle, client_config: ClientConfig) -> None:
+    async with (
+        serving(build_app(cert)) as srv,
+        asyncio.timeout(T),
+        WebTransportClient(config=client_config) as client,
+    ):
+        session = await client.connect(url=url(srv))
+        draining: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        session.once("session_draining", draining.set_result)
+        closing = asyncio.ensure_future(srv.close(grace=T))
+        event = await draining
+        assert event.type is EventType.SESSION_DRAINING and event.source is session
+        await session.close()
+        await closing

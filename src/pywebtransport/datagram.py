@@ -8,6 +8,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from .events import EventType
 from .exceptions import DatagramError, SessionError, TimeoutError
 from .protocol import DatagramTooLarge, ProtocolUsageError
 
@@ -122,6 +123,9 @@ class WebTransportDatagramTransport:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        session = self._session
+        if session.has_listeners(EventType.DATAGRAM_RECEIVED):  # nothing built for nobody
+            session.emit(EventType.DATAGRAM_RECEIVED, {"data": data})
 
     def _fail(self, exc: Exception) -> None:
         self._closed_error = exc

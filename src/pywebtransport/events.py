@@ -148,6 +148,15 @@ class EventEmitter:
         """Remove every handler of every event type (pending :meth:`wait_for` calls stay)."""
         self._event_handlers.clear()
 
+    def has_listeners(self, event_type: EventType | str) -> bool:
+        """True when a handler or a :meth:`wait_for` call waits for ``event_type``.
+
+        Emitters check it before building the data of frequent events (datagrams), so an
+        event nobody listens to costs nothing.
+        """
+        key = _key(event_type)
+        return key in self._event_handlers or key in self._event_waiters
+
     def listener_count(self, event_type: EventType | str) -> int:
         """Return how many handlers are registered for ``event_type``."""
         return len(self._event_handlers.get(_key(event_type), []))

@@ -19,6 +19,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from .datagram import WebTransportDatagramTransport
+from .events import EventEmitter, EventType
 from .exceptions import FlowControlError, SessionError, StreamError, TimeoutError
 from .protocol import CreditExhausted, ProtocolUsageError
 from .protocol.subprotocol import PROTOCOL, chosen_protocol, encode_protocol
@@ -57,10 +58,14 @@ class SessionStats:
     bytes_received: int = 0
 
 
-class WebTransportSession:
+class WebTransportSession(EventEmitter):
     """One WebTransport session: streams, datagrams and its close.
 
-    Use as ``async with session:`` to close it on exit.
+    Use as ``async with session:`` to close it on exit. It is an
+    :class:`~pywebtransport.events.EventEmitter`: ``session_ready``, ``session_draining``,
+    ``session_closed``, ``stream_opened``, ``stream_closed`` and ``datagram_received`` (see
+    docs/events.md). Events notify; the queues behind ``accept_*`` and ``datagrams.receive()``
+    are filled all the same.
     """
 
     def __init__(
@@ -72,6 +77,7 @@ class WebTransportSession:
         headers: list[tuple[str, str]],
         remote_address: Any,
     ) -> None:
+        super().__init__()
         self._conn = conn
         self._session_id = session_id
         self._path = path
@@ -201,10 +207,12 @@ class WebTransportSession:
         self._stats.ready_at = time.monotonic()
         if not self._ready.done():
             self._ready.set_result(None)
+        self.emit(EventType.SESSION_READY, {"session_id": self._session_id})
 
     def _on_draining(self) -> None:
         if self._state is SessionState.READY:
             self._set_state(SessionState.DRAINING)
+            self.emit(EventType.SESSION_DRAINING, {"session_id": self._session_id})
 
     def _on_closed(self, code: int, reason: str, exc: Exception | None = None) -> None:
         """The session ended (either side, or the connection): wake everything."""
@@ -218,9 +226,12 @@ class WebTransportSession:
             f"session {self._session_id} closed ({code}: {reason})", error_code=code
         )
         self._closed_error = error
-        for stream in list(self._streams.values()):
-            stream._fail(StreamError(f"stream {stream.stream_id}: {error}", error_code=code))
+        streams = list(self._streams.values())
         self._streams.clear()
+        for stream in streams:
+            stream._fail(StreamError(f"stream {stream.stream_id}: {error}", error_code=code))
+            stream._emit_closed()
+            self._emit_stream(EventType.STREAM_CLOSED, stream, local=stream._local)
         if self._datagrams is not None:
             self._datagrams._fail(error)
         for waiter in (self._incoming_waiter, self._credit_waiter):
@@ -232,6 +243,10 @@ class WebTransportSession:
         if not self._closed.done():
             self._closed.set_result(None)
         self._conn.session_ended(self)
+        self.emit(
+            EventType.SESSION_CLOSED,
+            {"session_id": self._session_id, "code": code, "reason": reason},
+        )
 
     async def ready(self, *, timeout: float | None = None) -> None:
         """Wait until the session is ready.
@@ -306,7 +321,12 @@ class WebTransportSession:
         self._conn.register_stream(stream_id, stream)
         self._stats.streams_opened += 1
         self._conn.schedule_transmit()
+        self._emit_stream(EventType.STREAM_OPENED, stream, local=True)
         return stream
+
+    def _emit_stream(self, event_type: EventType, stream: AnyStream, *, local: bool) -> None:
+        if self.has_listeners(event_type):
+            self.emit(event_type, {"stream_id": stream.stream_id, "stream": stream, "local": local})
 
     async def _wait_credit(self) -> None:
         self._credit_waiter = self._conn.loop.create_future()
@@ -350,12 +370,15 @@ class WebTransportSession:
         self._stats.streams_accepted += 1
         if self._incoming_waiter is not None and not self._incoming_waiter.done():
             self._incoming_waiter.set_result(None)
+        self._emit_stream(EventType.STREAM_OPENED, stream, local=False)
         return stream
 
     def _forget_stream(self, stream_id: int) -> None:
         """Both directions of a stream ended: no event can concern it any more."""
-        self._streams.pop(stream_id, None)
+        stream = self._streams.pop(stream_id, None)
         self._conn.forget_stream(stream_id)
+        if stream is not None:
+            self._emit_stream(EventType.STREAM_CLOSED, stream, local=stream._local)
 
     async def _next_incoming(self, kind: type | None, timeout: float | None) -> IncomingStream:
         try:

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from .events import EventEmitter, EventType
 from .exceptions import StreamError
 from .protocol import CreditExhausted, ProtocolUsageError
 
@@ -22,16 +23,23 @@ if TYPE_CHECKING:
     from .session import WebTransportSession
 
 
-class _StreamBase:
-    """What both stream directions share: identity and the session/connection they live in."""
+class _StreamBase(EventEmitter):
+    """What both stream directions share: identity and the session/connection they live in.
+
+    Every stream is an :class:`~pywebtransport.events.EventEmitter`; it emits
+    ``stream_closed`` once, when no direction is live any more (ended either way, reset,
+    stopped, or its session ended).
+    """
 
     def __init__(self, session: WebTransportSession, stream_id: int) -> None:
+        super().__init__()
         self._session = session
         self._conn = session._conn
         self._stream_id = stream_id
         # Which directions are still live; when neither is, the session forgets the stream.
         self._recv_open = isinstance(self, WebTransportReceiveStream)
         self._send_open = isinstance(self, WebTransportSendStream)
+        self._closed_emitted = False
 
     def _direction_done(self, *, receive: bool) -> None:
         if receive:
@@ -40,6 +48,17 @@ class _StreamBase:
             self._send_open = False
         if not self._recv_open and not self._send_open:
             self._session._forget_stream(self._stream_id)
+            self._emit_closed()
+
+    def _emit_closed(self) -> None:
+        if not self._closed_emitted:
+            self._closed_emitted = True
+            self.emit(EventType.STREAM_CLOSED, {"stream_id": self._stream_id})
+
+    @property
+    def _local(self) -> bool:
+        """True when this side opened the stream."""
+        return bool(self._stream_id & 1) != self._conn.is_client
 
     @property
     def stream_id(self) -> int:

@@ -27,6 +27,7 @@ from pywebtransport import (
     WebTransportClient,
     WebTransportServer,
 )
+from pywebtransport.events import Event, EventType
 from tests.certs import CertBundle, make_cert
 from tests.conftest import T, url
 
@@ -230,3 +231,25 @@ async def test_idle_session_without_keep_alive_is_reaped(
         await session.wait_closed()
         assert time.monotonic() - start < 0.6 + T / 5
         assert not session.is_ready
+
+
+async def test_client_is_an_event_emitter(
+    server: WebTransportServer, client_config: ClientConfig
+) -> None:
+    seen: list[Event] = []
+    async with asyncio.timeout(T):
+        client = WebTransportClient(config=client_config)
+        for kind in ("connection_established", "connection_failed", "connection_closed"):
+            client.on(kind, seen.append)
+        async with client:
+            session = await client.connect(url=url(server))
+            with pytest.raises(HandshakeError) as failure:
+                await client.connect(url=url(server, "/nowhere"))
+        assert [e.type for e in seen] == [
+            EventType.CONNECTION_ESTABLISHED,
+            EventType.CONNECTION_FAILED,
+            EventType.CONNECTION_CLOSED,
+        ]
+        assert seen[0].data == {"url": url(server), "session": session}
+        assert seen[1].data == {"url": url(server, "/nowhere"), "error": failure.value}
+        assert all(e.source is client for e in seen)

@@ -198,3 +198,40 @@ def test_credit_grants_stay_half_a_window_apart(tmp_path: Path) -> None:
         pair.server.stream_consumed(stream, piece)  # the application keeps up
         grants += len(pair.take("client", ev.CreditAvailable))
     assert 25 <= grants <= 2 * 25 + 2
+
+
+def stream_data(pair: Pair) -> list[tuple[int, bytes]]:
+    """The server's StreamData events so far, as (stream ID, bytes)."""
+    events = pair.take("server", ev.StreamData)
+    return [(e.stream_id, e.data) for e in events if isinstance(e, ev.StreamData) and e.data]
+
+
+@pytest.mark.parametrize("how", ["stop", "release"])
+def test_bytes_after_the_receiving_side_was_given_up_are_dropped(tmp_path: Path, how: str) -> None:
+    """Stopped (or released early) and our side finished: late bytes are not a new stream."""
+    pair = Pair(tmp_path)
+    sid = pair.open_session()
+    stream = pair.client.create_stream(sid, bidirectional=True)
+    pair.client.send_stream_data(stream, b"first")
+    pair.roundtrip()
+    assert stream_data(pair) == [(stream, b"first")]
+    if how == "stop":
+        pair.server.stop_stream(stream, code=5)
+    else:
+        pair.server.stream_consumed(stream, 5)
+        pair.server.stream_released(stream)  # before its end: a STOP_SENDING goes out
+    pair.server.send_stream_data(stream, b"", end_stream=True)
+    # The client keeps writing before it hears the STOP_SENDING; read as a new stream, these
+    # bytes would be a HEADERS frame of bad QPACK (a connection error).
+    pair.client.send_stream_data(stream, b"\x01\x03\xff\xff\xff" * 80)
+    pair.roundtrip()
+    assert not pair.server.engine.is_closed and not pair.client.engine.is_closed
+    assert stream_data(pair) == []
+    stopped = [e for e in pair.take("client", ev.StreamStopped) if isinstance(e, ev.StreamStopped)]
+    assert [e.app_code for e in stopped] == [5 if how == "stop" else 0]
+    # The client answered with RESET_STREAM: nothing more arrives, so the server forgets it.
+    assert stream not in pair.server._streams
+    second = pair.client.create_stream(sid, bidirectional=True)
+    pair.client.send_stream_data(second, b"ok", end_stream=True)
+    pair.roundtrip()
+    assert stream_data(pair) == [(second, b"ok")]

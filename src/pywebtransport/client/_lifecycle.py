@@ -20,6 +20,7 @@ class AsyncLifecycle:
     _noun: ClassVar[str] = "client"
 
     def __init__(self) -> None:
+        super().__init__()  # cooperative: a subclass may also be an EventEmitter
         self._entered = False
         self._closed = False
 

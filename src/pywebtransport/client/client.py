@@ -20,6 +20,7 @@ from .._keylog import key_log_file
 from ..config import ClientConfig
 from ..connection import WebTransportConnection
 from ..constants import ALPN_H3
+from ..events import EventEmitter, EventType
 from ..exceptions import (
     CertificateError,
     ConnectionError,
@@ -99,7 +100,7 @@ class ClientStats:
         }
 
 
-class WebTransportClient(AsyncLifecycle):
+class WebTransportClient(AsyncLifecycle, EventEmitter):
     """Opens WebTransport sessions. Use inside ``async with``.
 
     Args:
@@ -180,6 +181,7 @@ class WebTransportClient(AsyncLifecycle):
         for conn in list(self._connections):
             conn.close()
         self._sessions.clear()
+        self.emit(EventType.CONNECTION_CLOSED)
 
     def set_default_headers(self, *, headers: Headers) -> None:
         """Headers sent with every later :meth:`connect` (after the config's headers)."""
@@ -224,24 +226,34 @@ class WebTransportClient(AsyncLifecycle):
             async with asyncio.timeout(deadline):
                 session = await self._open(target, self._merged_headers(headers), holder)
         except builtins.TimeoutError:
-            self._failed(holder, f"timeout after {deadline} s")
-            raise TimeoutError(f"no session with {url} within {deadline} s") from None
+            error = TimeoutError(f"no session with {url} within {deadline} s")
+            self._failed(holder, f"timeout after {deadline} s", url, error)
+            raise error from None
         except WebTransportError as exc:
-            self._failed(holder, str(exc))
+            self._failed(holder, str(exc), url, exc)
             raise
         except BaseException:
-            self._failed(holder, "cancelled")
+            self._failed(holder, "cancelled", url, None)
             raise
         self._stats.record(ok=True, elapsed=time.monotonic() - start)
         self._sessions.add(session)
         session._closed.add_done_callback(lambda _: self._sessions.discard(session))
+        self.emit(EventType.CONNECTION_ESTABLISHED, {"url": url, "session": session})
         return session
 
-    def _failed(self, holder: list[WebTransportConnection], reason: str) -> None:
+    def _failed(
+        self,
+        holder: list[WebTransportConnection],
+        reason: str,
+        url: URL,
+        error: BaseException | None,
+    ) -> None:
         self._stats.record(ok=False, elapsed=0.0)
         self._last_error = reason
         for conn in holder:
             conn.close(code=0x10C, reason="connect failed")  # H3_REQUEST_CANCELLED
+        if error is not None:  # (a cancelled connect is not a failure worth an event)
+            self.emit(EventType.CONNECTION_FAILED, {"url": url, "error": error})
 
     def _quic_configuration(self, host: str) -> QuicConfiguration:
         cfg = self._config

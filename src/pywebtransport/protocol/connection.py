@@ -405,6 +405,8 @@ class WebTransportProtocol:
         if stream is None:
             self.engine.untrack_consumption(stream_id)
             return
+        if not stream.fin:  # released before its end: the peer should stop sending
+            self.engine.stop_stream(stream_id, app_code_to_h3(0))
         self._release_receive(stream_id, stream)
         self._forget_if_done(stream_id, stream)
 
@@ -457,7 +459,8 @@ class WebTransportProtocol:
         if stream is None:
             self.engine.untrack_consumption(stream_id)
             return
-        stream.fin = True
+        # The stream is kept until the peer's RESET_STREAM (or FIN) says nothing more arrives:
+        # late bytes must be dropped, not read as a new stream.
         self._release_receive(stream_id, stream)
         self._forget_if_done(stream_id, stream)
 
@@ -1156,9 +1159,13 @@ class WebTransportProtocol:
                         "session data credit exceeded",
                         scope=Scope.SESSION,
                     )
+                if stream.released:  # nobody reads any more: the bytes are done with
+                    stream.consumed += len(data)
+                    fc.consumed += len(data)
                 if fc.data_update_due():
                     self._grant(session, fc)
-            self._events.append(event)
+            if not stream.released:
+                self._events.append(event)
             if fin:
                 self._forget_if_done(stream_id, stream)
         elif session.is_pending:
@@ -1185,8 +1192,12 @@ class WebTransportProtocol:
         self._forget_if_done(stream_id, stream)
 
     def _forget_if_done(self, stream_id: int, stream: _Stream) -> None:
-        """Drop a WebTransport stream's state once both directions are done with."""
-        if stream.released and stream.unidir:
+        """Drop a WebTransport stream's state once both directions are done with.
+
+        Receiving is done when nothing more arrives (FIN or reset) and the application
+        released it; sending when our FIN or reset went out (or the stream is the peer's uni).
+        """
+        if stream.fin and stream.released and stream.unidir:
             self._forget(stream_id)
 
     def _forget(self, stream_id: int) -> None:
