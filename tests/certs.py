@@ -74,6 +74,16 @@ def make_cert(
     return CertBundle(cert, key, certfile, keyfile)
 
 
+def load_cert(directory: Path) -> CertBundle:
+    """The certificate and key :func:`make_cert` wrote into ``directory`` earlier."""
+    certfile = directory / "cert.pem"
+    keyfile = directory / "key.pem"
+    cert = x509.load_pem_x509_certificate(certfile.read_bytes())
+    key = serialization.load_pem_private_key(keyfile.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return CertBundle(cert, key, certfile, keyfile)
+
+
 def make_ca_signed(
     directory: Path, *, names: tuple[str, ...] = ("localhost",)
 ) -> tuple[Path, CertBundle]:

@@ -55,6 +55,8 @@ def test_client_validation_names_the_field(kwargs: dict[str, object], field: str
         ({"initial_max_data": 0}, "initial_max_data"),
         ({"connection_receive_window": -1}, "connection_receive_window"),
         ({"max_incoming_streams": 0}, "max_incoming_streams"),
+        ({"stateless_reset_key": b"short"}, "stateless_reset_key"),
+        ({"stateless_reset_key": "a string, not bytes"}, "stateless_reset_key"),
     ],
 )
 def test_server_validation_names_the_field(kwargs: dict[str, object], field: str) -> None:

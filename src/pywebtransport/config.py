@@ -234,6 +234,9 @@ class ServerConfig(_ConfigBase):
             ``select_protocol(offered)`` method, when present, decides instead).
         shutdown_grace: seconds ``close()`` lets draining sessions finish by default (0: the
             DRAIN capsules and GOAWAY are sent, then every session is closed at once).
+        stateless_reset_key: secret (16+ bytes) the stateless-reset tokens are derived from;
+            None derives it from the private key file, so every worker, and a server restarted
+            with the same key, can end connections it lost (RFC 9000 10.3).
     """
 
     host: str = "127.0.0.1"
@@ -258,9 +261,15 @@ class ServerConfig(_ConfigBase):
     congestion_control: str = "reno"
     protocols: list[str] = field(default_factory=list)
     shutdown_grace: float = 0.0
+    stateless_reset_key: bytes | None = None
 
     def __post_init__(self) -> None:
         _check_protocols(self.protocols)
+        key = self.stateless_reset_key
+        if key is not None and (not isinstance(key, bytes) or len(key) < 16):
+            raise ConfigurationError(
+                "stateless_reset_key is None or at least 16 bytes", field="stateless_reset_key"
+            )
         if (
             not isinstance(self.shutdown_grace, int | float)
             or isinstance(self.shutdown_grace, bool)

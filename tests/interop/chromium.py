@@ -18,7 +18,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -220,6 +220,7 @@ async def run_page(
     timeout: float = 30.0,
     log_path: Path | None = None,
     extra_args: Sequence[str] = (),
+    posts: dict[str, Callable[[Any], Awaitable[None]]] | None = None,
 ) -> Any:
     """Serve ``html`` (with ``config`` at ``/config.json``) to a fresh headless Chromium.
 
@@ -232,6 +233,8 @@ async def run_page(
         timeout: Seconds to wait for the report.
         log_path: Where to keep Chromium's output.
         extra_args: More Chromium flags.
+        posts: More POST routes; the page's ``fetch`` resolves when the callback returns, so a
+            callback can make the page wait for the test.
 
     Returns:
         The JSON value the page POSTed to ``/report``.
@@ -248,5 +251,7 @@ async def run_page(
         pages.add_get("/config.json", json.dumps(config).encode(), content_type="application/json")
         pages.add_post("/report")
         pages.add_post("/log", on_log)
+        for path, callback in (posts or {}).items():
+            pages.add_post(path, callback)
         async with Chromium(pages.url, log_path=log_path, extra_args=extra_args) as browser:
             return await browser.wait_for_post(pages, "/report", timeout=timeout, page_log=page_log)

@@ -19,7 +19,7 @@ SERVER_ADDR = ("127.0.0.1", 4433)
 class Pair:
     """A client core and a server core exchanging packets through lists."""
 
-    def __init__(self, tmp: Path, **kwargs: object) -> None:
+    def __init__(self, tmp: Path, *, reset_key: bytes | None = None, **kwargs: object) -> None:
         cert = make_cert(tmp)
         ccfg = QuicConfiguration(
             is_client=True, alpn_protocols=["h3"], max_datagram_frame_size=65536
@@ -38,7 +38,11 @@ class Pair:
         (first, _), *rest = self.client.datagrams_to_send(self.now)
         route = route_packet(first, 8)
         assert route is not None and route.is_initial
-        engine = AioquicEngine(scfg, original_destination_connection_id=route.destination_cid)
+        engine = AioquicEngine(
+            scfg,
+            original_destination_connection_id=route.destination_cid,
+            stateless_reset_key=reset_key,
+        )
         self.server = WebTransportProtocol(engine, **kwargs)  # type: ignore[arg-type]
         for data in (first, *(d for d, _ in rest)):
             self.server.receive_datagram(data, CLIENT_ADDR, self.now)

@@ -9,6 +9,7 @@ import pytest
 from pywebtransport.protocol import CreditExhausted
 from pywebtransport.protocol import events as ev
 from pywebtransport.protocol.codec import encode_capsule, encode_frame, encode_varint
+from pywebtransport.protocol.quic import stateless_reset, stateless_reset_token
 from pywebtransport.protocol.settings import LocalLimits
 from pywebtransport.protocol.wire import CapsuleType, Dialect, FrameType, H3ErrorCode
 from tests.protocol.pair import Pair
@@ -111,6 +112,36 @@ def test_stateless_reset_terminates_the_connection(tmp_path: Path) -> None:
         for e in terminated
     )
     assert pair.client.datagrams_to_send(pair.now) == []
+
+
+def test_reset_tokens_are_derived_from_the_key_for_every_connection_id(tmp_path: Path) -> None:
+    key = b"k" * 32
+    pair = Pair(tmp_path, reset_key=key)
+    pair.open_session()
+    issued = pair.server.engine._quic._host_cids  # type: ignore[attr-defined]
+    assert len(issued) > 1  # the first CID and those announced in NEW_CONNECTION_ID
+    for cid in issued:
+        assert cid.stateless_reset_token == stateless_reset_token(key, cid.cid)
+    # A server that lost the connection (a restart with the same key) builds a reset that the
+    # client recognises for any CID it may be using.
+    lost = issued[-1].cid
+    reset = stateless_reset(stateless_reset_token(key, lost), b"\x9c" * 20)
+    assert (
+        len(reset) == 36
+        and reset[0] & 0xC0 == 0x40
+        and reset.endswith(issued[-1].stateless_reset_token)
+    )
+    pair.client.receive_datagram(reset, ("127.0.0.1", 4433), pair.now)
+    assert any(isinstance(e, ev.ConnectionTerminated) for e in pair.client.pop_events())
+
+
+def test_reset_tokens_depend_on_key_and_connection_id() -> None:
+    token = stateless_reset_token(b"a" * 16, b"12345678")
+    assert len(token) == 16 and token == stateless_reset_token(b"a" * 16, b"12345678")
+    assert token != stateless_reset_token(b"b" * 16, b"12345678")
+    assert token != stateless_reset_token(b"a" * 16, b"12345679")
+    with pytest.raises(ValueError):
+        stateless_reset(token, b"1234")  # 21 bytes at least: 5 unpredictable + 16
 
 
 def test_flow_control_limits_data_and_grants_more(tmp_path: Path) -> None:

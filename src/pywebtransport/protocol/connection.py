@@ -211,8 +211,14 @@ class WebTransportProtocol:
         self._process_engine_events(now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        """UDP payloads to send now."""
-        return self.engine.datagrams_to_send(now)
+        """UDP payloads to send now.
+
+        What sending produced is processed at once, too: a connection ID announced in these
+        packets (ConnectionIdIssued) must be routable before the peer can use it.
+        """
+        out = self.engine.datagrams_to_send(now)
+        self._process_engine_events(now)
+        return out
 
     def get_timer(self) -> float | None:
         """The next time :meth:`handle_timer` must run, or None."""

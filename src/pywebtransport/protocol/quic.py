@@ -11,6 +11,8 @@ protocol below.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -142,9 +144,19 @@ class _CreditedConnection(QuicConnection):
     """
 
     def __init__(
-        self, *, window: int, max_streams_bidi: int, max_streams_uni: int, **kwargs: Any
+        self,
+        *,
+        window: int,
+        max_streams_bidi: int,
+        max_streams_uni: int,
+        reset_key: bytes | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.reset_key = reset_key
+        if reset_key is not None and not self._is_client:  # aioquic internals
+            for issued in self._host_cids:  # aioquic internals: the first CID, not sent yet
+                issued.stateless_reset_token = stateless_reset_token(reset_key, issued.cid)
         self.window = window
         self.connection_window = self._local_max_data.value  # aioquic internals
         self.credit: dict[int, list[int]] = {}  # stream -> [consumed offset, highest offset]
@@ -160,6 +172,14 @@ class _CreditedConnection(QuicConnection):
             limit.value = limit.sent = self.max_streams[unidirectional]
         self._stream_targets = dict(self.max_streams)  # the MAX_STREAMS values we decided
         self._slots_seen: dict[bool, tuple[int, int, int]] = {}  # inputs of the last count
+
+    def _replenish_connection_ids(self) -> None:  # aioquic internals: issues new CIDs
+        super()._replenish_connection_ids()
+        key = self.reset_key
+        if key is not None:
+            for issued in self._host_cids:
+                if not issued.was_sent:  # tokens are derived, so a restarted server knows them
+                    issued.stateless_reset_token = stateless_reset_token(key, issued.cid)
 
     def highest_offset(self, stream_id: int, entry: list[int]) -> int:
         """The highest offset received on a tracked stream (remembered once aioquic drops it)."""
@@ -250,6 +270,8 @@ class AioquicEngine:
         original_destination_connection_id: server: the client's first destination CID.
         max_streams_bidi, max_streams_uni: streams of each kind the peer may have open (or
             unread) at once.
+        stateless_reset_key: server: the secret its stateless-reset tokens are derived from
+            (see :func:`stateless_reset_token`); None leaves aioquic's random tokens.
     """
 
     def __init__(
@@ -259,11 +281,13 @@ class AioquicEngine:
         original_destination_connection_id: bytes | None = None,
         max_streams_bidi: int = 128,
         max_streams_uni: int = 128,
+        stateless_reset_key: bytes | None = None,
     ) -> None:
         self._quic = _CreditedConnection(
             window=configuration.max_stream_data,
             max_streams_bidi=max_streams_bidi,
             max_streams_uni=max_streams_uni,
+            reset_key=stateless_reset_key,
             configuration=configuration,
             original_destination_connection_id=original_destination_connection_id,
         )
@@ -597,6 +621,33 @@ def route_packet(data: bytes, cid_length: int) -> PacketRoute | None:
         is_initial=header.packet_type == QuicPacketType.INITIAL,
         version_supported=supported,
     )
+
+
+#: RFC 9000 10.3: a Stateless Reset is at least 21 bytes: 5 unpredictable, then the 16-byte token.
+MIN_STATELESS_RESET = 21
+
+
+def stateless_reset_token(key: bytes, cid: bytes) -> bytes:
+    """The 16-byte stateless-reset token of connection ID ``cid`` under ``key``.
+
+    Derived (HMAC-SHA256), not random, so that a server that lost a connection's state (it
+    restarted, or forgot the connection) can still end the connection for its peer
+    (RFC 9000 10.3.2: a static key, tokens that cannot be guessed without it).
+    """
+    return hmac.new(key, b"stateless reset\x00" + cid, hashlib.sha256).digest()[:16]
+
+
+def stateless_reset(token: bytes, unpredictable: bytes) -> bytes:
+    """A Stateless Reset packet: it looks like a short-header packet and ends with ``token``.
+
+    Args:
+        token: the token of the connection ID the triggering packet carried.
+        unpredictable: at least 5 random bytes (the caller draws them: the core has no RNG).
+    """
+    if len(unpredictable) < MIN_STATELESS_RESET - 16:
+        raise ValueError("a stateless reset needs at least 5 unpredictable bytes")
+    first = 0x40 | (unpredictable[0] & 0x3F)  # header form 0, fixed bit 1
+    return bytes([first]) + unpredictable[1:] + token
 
 
 def version_negotiation(route: PacketRoute) -> bytes:

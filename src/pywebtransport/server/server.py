@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
+import hmac
 import logging
+import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,7 +25,13 @@ from ..constants import ALPN_H3
 from ..exceptions import ServerError
 from ..protocol import LocalLimits, WebTransportProtocol
 from ..protocol import events as ev
-from ..protocol.quic import route_packet, version_negotiation
+from ..protocol.quic import (
+    MIN_STATELESS_RESET,
+    route_packet,
+    stateless_reset,
+    stateless_reset_token,
+    version_negotiation,
+)
 from ..protocol.subprotocol import offered_protocols, select_protocol
 from ..session import WebTransportSession, reject_session
 from ..udp import Batch, UdpEndpoint, open_udp_socket
@@ -37,6 +47,27 @@ SessionHandler = Callable[[WebTransportSession], Awaitable[None]]
 _MIN_INITIAL_SIZE = 1200  # RFC 9000 14.1: clients pad Initial packets to 1200 bytes
 
 
+#: Stateless resets sent per second at most (a flood of stray packets must not become one).
+_RESETS_PER_SECOND = 100
+
+
+def _stateless_reset_key(config: ServerConfig) -> bytes:
+    """The configured key, else one derived from the TLS private key file.
+
+    Derived from the key file, it is the same in every worker and after a restart with the same
+    certificate key, so a restarted server can end its predecessor's connections at once.
+    """
+    if config.stateless_reset_key is not None:
+        return config.stateless_reset_key
+    assert config.keyfile is not None
+    try:
+        with open(config.keyfile, "rb") as handle:
+            secret = handle.read()
+    except OSError as exc:
+        raise ServerError(f"cannot read {config.keyfile}: {exc}") from exc
+    return hmac.new(secret, b"pywebtransport stateless reset key", hashlib.sha256).digest()
+
+
 @dataclass
 class ServerStats:
     """Server counters."""
@@ -48,6 +79,7 @@ class ServerStats:
     sessions_rejected: int = 0
     sessions_active: int = 0
     packets_dropped: int = 0
+    stateless_resets_sent: int = 0
 
 
 class WebTransportServer:
@@ -73,6 +105,9 @@ class WebTransportServer:
         self._stats = ServerStats()
         self._serving: asyncio.Future[None] | None = None
         self._closing = False
+        self._reset_key = _stateless_reset_key(config)
+        self._reset_budget = float(_RESETS_PER_SECOND)
+        self._reset_at = time.monotonic()
 
     def _build_quic_config(self) -> QuicConfiguration:
         cfg = self.config
@@ -295,6 +330,10 @@ class WebTransportServer:
             assert self._transport is not None
             self._transport.sendto(version_negotiation(route), addr)
             return
+        if route.version is None:  # a short header for a connection we do not know
+            self._stats.packets_dropped += 1
+            self._send_stateless_reset(data, addr, route.destination_cid)
+            return
         if not route.is_initial or len(data) < _MIN_INITIAL_SIZE or self._closing:
             self._stats.packets_dropped += 1
             return
@@ -304,6 +343,27 @@ class WebTransportServer:
         conn = self._new_connection(route.destination_cid, addr)
         conn.datagram_received(data, addr)
 
+    def _send_stateless_reset(self, data: bytes, addr: Any, cid: bytes) -> None:
+        """Tell the sender its connection is gone (RFC 9000 10.3), at a bounded rate.
+
+        The reset is one byte shorter than the packet that caused it (at most 43 bytes), so
+        two endpoints that both lost state cannot keep answering each other for ever.
+        """
+        size = min(len(data) - 1, 43)
+        if size < MIN_STATELESS_RESET or len(cid) != self._cid_length:
+            return
+        assert self._transport is not None
+        now = time.monotonic()
+        budget = self._reset_budget + (now - self._reset_at) * _RESETS_PER_SECOND
+        self._reset_at = now
+        if budget < 1:
+            self._reset_budget = budget
+            return
+        self._reset_budget = min(budget, _RESETS_PER_SECOND) - 1
+        token = stateless_reset_token(self._reset_key, cid)
+        self._transport.sendto(stateless_reset(token, os.urandom(size - 16)), addr)
+        self._stats.stateless_resets_sent += 1
+
     def _new_connection(self, original_dcid: bytes, addr: Any) -> WebTransportConnection:
         cfg = self.config
         engine = make_engine(
@@ -311,6 +371,7 @@ class WebTransportServer:
             cfg,
             request_streams=cfg.max_sessions_per_connection,
             original_destination_connection_id=original_dcid,
+            stateless_reset_key=self._reset_key,
         )
         protocol = WebTransportProtocol(
             engine,
