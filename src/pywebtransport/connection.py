@@ -72,7 +72,6 @@ class WebTransportConnection:
         self._writers: set[WebTransportSendStream] = set()
         self._transmit_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
         self.handshake_done: asyncio.Future[None] = self.loop.create_future()
         self.settings_received: asyncio.Future[None] = self.loop.create_future()
         self.closed: asyncio.Future[None] = self.loop.create_future()
@@ -160,19 +159,24 @@ class WebTransportConnection:
         self.flush_events()  # closing the connection produces its termination event here
 
     def _arm_timer(self) -> None:
+        """Make sure the timer fires no later than the core's next deadline.
+
+        A timer that would fire earlier is kept (it re-arms when it fires): deadlines mostly
+        move later as packets arrive, and replacing the timer each time would leave a cancelled
+        handle in the event loop's heap per packet until its original time.
+        """
         when = self.protocol.get_timer()
-        if when == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = when
-        if when is not None:
-            self._timer = self.loop.call_at(when, self._on_timer)
+        if when is None:
+            return  # a pending timer fires, finds nothing due and is not renewed
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._timer = self.loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._timer_at = None
         self.protocol.handle_timer(self.loop.time())
         self.flush_events()
         self._transmit()

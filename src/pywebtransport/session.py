@@ -12,7 +12,6 @@ import asyncio
 import builtins
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -90,7 +89,7 @@ class WebTransportSession(EventEmitter):
         self._close_reason: str | None = None
         self._closed_error: Exception | None = None
         self._streams: dict[int, AnyStream] = {}
-        self._incoming: deque[IncomingStream] = deque()
+        self._incoming: list[IncomingStream] = []  # (a deque costs 600 bytes even when empty)
         self._incoming_waiter: asyncio.Future[None] | None = None
         self._credit_waiter: asyncio.Future[None] | None = None
         self._ready = conn.loop.create_future()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from aioquic import tls
 
 from pywebtransport.protocol import CreditExhausted
 from pywebtransport.protocol import events as ev
@@ -266,3 +267,24 @@ def test_bytes_after_the_receiving_side_was_given_up_are_dropped(tmp_path: Path,
     pair.client.send_stream_data(second, b"ok", end_stream=True)
     pair.roundtrip()
     assert stream_data(pair) == [(second, b"ok")]
+
+
+def test_tls_message_from_a_client_after_the_handshake_is_a_clean_crypto_error(
+    tmp_path: Path,
+) -> None:
+    """The server keeps only a 64-byte 1-RTT TLS buffer: nothing valid can arrive there."""
+    pair = Pair(tmp_path)
+    pair.open_session()
+    pair.roundtrip()
+    server_quic = pair.server.engine._quic  # type: ignore[attr-defined]
+    assert server_quic._crypto_buffers[tls.Epoch.ONE_RTT].capacity == 64
+    client_quic = pair.client.engine._quic  # type: ignore[attr-defined]
+    ticket_like = bytes([4, 0, 1, 0]) + bytes(256)  # a 260-byte NewSessionTicket, client-sent
+    client_quic._crypto_streams[tls.Epoch.ONE_RTT].sender.write(ticket_like)
+    pair.roundtrip()
+    pair.now += 5.0  # past the client's draining period, when it reports the termination
+    pair.client.handle_timer(pair.now)
+    pair.client_events += pair.client.pop_events()
+    terminated = [e for e in pair.client_events if isinstance(e, ev.ConnectionTerminated)]
+    assert pair.server.engine.is_closed and terminated
+    assert terminated[0].error_code == 0x100 + 10  # CRYPTO_ERROR: unexpected_message alert

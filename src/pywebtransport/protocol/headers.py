@@ -34,11 +34,17 @@ class Request:
 
 
 class HeaderCodec:
-    """One connection's QPACK state."""
+    """One connection's QPACK state.
+
+    Both sides use a dynamic table of capacity 0 (docs/architecture.md), so decoding a header
+    block needs no state: each block gets a fresh decoder, and a connection holds none while
+    idle (a pylsqpack decoder is about 4.5 KiB). A decoder is kept only to check what the peer
+    writes on its encoder stream, and only once it writes something.
+    """
 
     def __init__(self) -> None:
         self._encoder = pylsqpack.Encoder()
-        self._decoder = pylsqpack.Decoder(0, 0)
+        self._stream_decoder: pylsqpack.Decoder | None = None
         self.encoder_stream_data = self._encoder.apply_settings(0, 0)
 
     def encode(self, stream_id: int, headers: Headers) -> bytes:
@@ -54,7 +60,7 @@ class HeaderCodec:
                 (stream) for more than MAX_HEADER_COUNT fields.
         """
         try:
-            control, headers = self._decoder.feed_header(stream_id, block)
+            control, headers = pylsqpack.Decoder(0, 0).feed_header(stream_id, block)
         except (pylsqpack.DecompressionFailed, pylsqpack.StreamBlocked) as exc:
             raise ProtocolViolation(
                 H3ErrorCode.QPACK_DECOMPRESSION_FAILED, f"header block: {exc}"
@@ -67,8 +73,10 @@ class HeaderCodec:
 
     def feed_encoder_stream(self, data: bytes) -> None:
         """Bytes from the peer's QPACK encoder stream."""
+        if self._stream_decoder is None:
+            self._stream_decoder = pylsqpack.Decoder(0, 0)
         try:
-            self._decoder.feed_encoder(data)
+            self._stream_decoder.feed_encoder(data)
         except pylsqpack.EncoderStreamError as exc:
             raise ProtocolViolation(H3ErrorCode.QPACK_ENCODER_STREAM_ERROR, str(exc)) from None
 

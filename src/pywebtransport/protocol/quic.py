@@ -30,6 +30,9 @@ _DATAGRAM_FRAME_OVERHEAD = 1 + 2  # frame type, length varint (payloads < 16384)
 STATELESS_RESET_CODE = -1
 _MAX_STREAM_DATA_CAPACITY = 1 + 2 * 8  # frame type, stream ID, maximum
 _CONNECTION_LIMIT_CAPACITY = 1 + 8  # frame type, maximum
+#: Connection IDs each side keeps for the other (aioquic: 8). Two (RFC 9000's minimum) allow a
+#: migration; each further one costs memory (and a route entry on a server) per connection.
+_ACTIVE_CONNECTION_IDS = 2
 
 
 @dataclass(slots=True)
@@ -153,6 +156,7 @@ class _CreditedConnection(QuicConnection):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._local_active_connection_id_limit = _ACTIVE_CONNECTION_IDS  # aioquic internals
         self.reset_key = reset_key
         if reset_key is not None and not self._is_client:  # aioquic internals
             for issued in self._host_cids:  # aioquic internals: the first CID, not sent yet
@@ -174,7 +178,12 @@ class _CreditedConnection(QuicConnection):
         self._slots_seen: dict[bool, tuple[int, int, int]] = {}  # inputs of the last count
 
     def _replenish_connection_ids(self) -> None:  # aioquic internals: issues new CIDs
-        super()._replenish_connection_ids()
+        limit = self._remote_active_connection_id_limit
+        self._remote_active_connection_id_limit = min(limit, _ACTIVE_CONNECTION_IDS)
+        try:
+            super()._replenish_connection_ids()
+        finally:
+            self._remote_active_connection_id_limit = limit
         key = self.reset_key
         if key is not None:
             for issued in self._host_cids:
@@ -302,7 +311,7 @@ class AioquicEngine:
         self._payload_key: tuple[int, int | None] = (0, None)
         self._payload_limit = 0
         self._trim_pending = False
-        _share_frame_epochs(self._quic)
+        _share_frame_handlers(self._quic)
 
     @property
     def host_cid(self) -> bytes:
@@ -372,21 +381,28 @@ class AioquicEngine:
         return self._quic.datagrams_to_send(now=now)
 
     def _trim_handshake_buffers(self) -> None:
-        """Free the Initial and Handshake crypto buffers (16 KiB each) once both are discarded.
+        """Free the Initial and Handshake crypto buffers and streams once both are discarded.
 
-        aioquic keeps them for the connection's lifetime; after the handshake no packet of
-        those epochs can be decrypted any more, so nothing is ever written to them again.
+        aioquic keeps them (16 KiB buffers, two streams) for the connection's lifetime. Once
+        both epochs are discarded (so the handshake is confirmed) no packet of theirs can be
+        decrypted or sent any more, and aioquic 1.7 reaches them only through paths that
+        check exactly that first (``_write_handshake``, ``_handshake_data_stranded``) or
+        that iterate the buffers (``_push_crypto_data``); the TLS state machine writes to
+        them only during the handshake.
         """
         quic = self._quic
         spaces = quic._spaces  # aioquic internals
         epochs = (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE)
         if all(epoch in spaces and spaces[epoch].discarded for epoch in epochs):
             buffers = quic._crypto_buffers  # aioquic internals
+            streams = quic._crypto_streams  # aioquic internals
             for epoch in epochs:
-                buffers[epoch] = Buffer(capacity=64)
-            # 1-RTT TLS messages after the handshake are at most a session ticket (this library
-            # configures no ticket handler, so none is sent); 4 KiB keeps a wide margin.
-            buffers[tls.Epoch.ONE_RTT] = Buffer(capacity=4096)
+                buffers.pop(epoch, None)
+                streams.pop(epoch, None)
+            # After the handshake a server receives no TLS message at all (QUIC has no
+            # post-handshake authentication); a client may receive a session ticket, for which
+            # 4 KiB keeps a wide margin.
+            buffers[tls.Epoch.ONE_RTT] = Buffer(capacity=4096 if quic._is_client else 64)
             self._trim_pending = False
 
     def get_timer(self) -> float | None:
@@ -578,20 +594,42 @@ class AioquicEngine:
         return data[-16:] in self._reset_tokens
 
 
-_EPOCH_SETS: dict[frozenset[object], frozenset[object]] = {}
+#: One frame-handler table per connection class: frame type -> (function, epochs).
+_FRAME_TABLES: dict[type, dict[int, tuple[Any, Any]]] = {}
 
 
-def _share_frame_epochs(quic: QuicConnection) -> None:
-    """Make every connection share one copy of each of aioquic's per-frame epoch sets.
+class _SharedFrameHandlers:
+    """aioquic's per-connection frame-handler table, replaced by a view of a shared one.
 
-    aioquic builds a frame-handler table with ~30 small frozensets per connection; they are
-    equal across connections, so interning them saves several KiB per idle connection.
+    aioquic builds a dict of ~30 (bound method, frozenset) pairs for every connection, about
+    5 KiB that is the same for all of them. This view binds the method on lookup, which is the
+    one thing aioquic does with the table (``handlers[frame_type]``, KeyError when unknown).
     """
-    handlers = getattr(quic, "_QuicConnection__frame_handlers", None)  # aioquic internals
-    if not isinstance(handlers, dict):
-        return
-    for frame_type, (handler, epochs) in list(handlers.items()):
-        handlers[frame_type] = (handler, _EPOCH_SETS.setdefault(epochs, epochs))
+
+    __slots__ = ("_conn", "_table")
+
+    def __init__(self, conn: QuicConnection, table: dict[int, tuple[Any, Any]]) -> None:
+        self._conn = conn
+        self._table = table
+
+    def __getitem__(self, frame_type: int) -> tuple[Any, Any]:
+        function, epochs = self._table[frame_type]
+        return function.__get__(self._conn), epochs
+
+
+def _share_frame_handlers(quic: QuicConnection) -> None:
+    """Swap the connection's frame-handler dict for a view of the table its class shares."""
+    name = "_QuicConnection__frame_handlers"  # aioquic internals
+    handlers = getattr(quic, name, None)
+    if not isinstance(handlers, dict) or not all(
+        getattr(handler, "__self__", None) is quic for handler, _ in handlers.values()
+    ):
+        return  # not the shape this was written for: keep aioquic's own table
+    table = _FRAME_TABLES.get(type(quic))
+    if table is None or table.keys() != handlers.keys():
+        table = {ft: (handler.__func__, epochs) for ft, (handler, epochs) in handlers.items()}
+        _FRAME_TABLES[type(quic)] = table
+    setattr(quic, name, _SharedFrameHandlers(quic, table))
 
 
 @dataclass(slots=True)
