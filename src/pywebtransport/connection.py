@@ -36,6 +36,10 @@ def _text_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
 
 
+#: A timer this close to its deadline runs the core's timers instead of waiting again.
+_TIMER_SLACK = 0.0005
+
+
 class WebTransportConnection:
     """A QUIC connection carrying WebTransport sessions, driven by asyncio.
 
@@ -177,7 +181,14 @@ class WebTransportConnection:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self.protocol.handle_timer(self.loop.time())
+        when = self.protocol.get_timer()
+        now = self.loop.time()
+        if when is None:
+            return  # the deadline went away since the timer was set
+        if when > now + _TIMER_SLACK:  # fired early: the deadline moved later; wait for it
+            self._timer = self.loop.call_at(when, self._on_timer)
+            return
+        self.protocol.handle_timer(now)
         self.flush_events()
         self._transmit()
 
