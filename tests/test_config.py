@@ -56,6 +56,7 @@ def test_client_validation_names_the_field(kwargs: dict[str, object], field: str
         ({"connection_receive_window": -1}, "connection_receive_window"),
         ({"max_incoming_streams": 0}, "max_incoming_streams"),
         ({"stateless_reset_key": b"short"}, "stateless_reset_key"),
+        ({"retry": "sometimes"}, "retry"),
         ({"stateless_reset_key": "a string, not bytes"}, "stateless_reset_key"),
     ],
 )

@@ -23,6 +23,7 @@ def make_engine(
     *,
     request_streams: int = 0,
     original_destination_connection_id: bytes | None = None,
+    retry_source_connection_id: bytes | None = None,
     stateless_reset_key: bytes | None = None,
 ) -> AioquicEngine:
     """An engine whose stream limits leave ``max_incoming_streams`` for WebTransport.
@@ -33,11 +34,13 @@ def make_engine(
         request_streams: bidirectional streams the peer needs besides WebTransport streams
             (a server: one CONNECT stream per session).
         original_destination_connection_id: server: the client's first destination CID.
+        retry_source_connection_id: server: the CID its Retry told the client to use.
         stateless_reset_key: server: the secret its stateless-reset tokens are derived from.
     """
     return AioquicEngine(
         qc,
         original_destination_connection_id=original_destination_connection_id,
+        retry_source_connection_id=retry_source_connection_id,
         max_streams_bidi=cfg.max_incoming_streams + request_streams,
         max_streams_uni=cfg.max_incoming_streams + _H3_UNI_STREAMS,
         stateless_reset_key=stateless_reset_key,

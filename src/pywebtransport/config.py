@@ -234,6 +234,10 @@ class ServerConfig(_ConfigBase):
             ``select_protocol(offered)`` method, when present, decides instead).
         shutdown_grace: seconds ``close()`` lets draining sessions finish by default (0: the
             DRAIN capsules and GOAWAY are sent, then every session is closed at once).
+        retry: when new clients must prove their address with a Retry round trip (RFC 9000
+            8.1.2) before the server keeps any state for them: ``"auto"`` (only while 64 or
+            more handshakes are in progress, as under a flood of spoofed Initials), ``"always"``
+            or ``"never"``.
         stateless_reset_key: secret (16+ bytes) the stateless-reset tokens are derived from;
             None derives it from the private key file, so every worker, and a server restarted
             with the same key, can end connections it lost (RFC 9000 10.3).
@@ -261,10 +265,15 @@ class ServerConfig(_ConfigBase):
     congestion_control: str = "reno"
     protocols: list[str] = field(default_factory=list)
     shutdown_grace: float = 0.0
+    retry: str = "auto"
     stateless_reset_key: bytes | None = None
 
     def __post_init__(self) -> None:
         _check_protocols(self.protocols)
+        if self.retry not in ("auto", "always", "never"):
+            raise ConfigurationError(
+                f"retry is 'auto', 'always' or 'never', got {self.retry!r}", field="retry"
+            )
         key = self.stateless_reset_key
         if key is not None and (not isinstance(key, bytes) or len(key) < 16):
             raise ConfigurationError(

@@ -20,14 +20,22 @@ SCENARIO_TIMEOUT = 30.0
 
 
 async def negotiate(
-    tmp_path: Path, *, server_protocols: list[str], offered: list[str] | None
-) -> tuple[dict[str, Any], asyncio.Future[str | None]]:
+    tmp_path: Path,
+    *,
+    server_protocols: list[str],
+    offered: list[str] | None,
+    retry: str = "auto",
+) -> tuple[dict[str, Any], asyncio.Future[str | None], WebTransportServer]:
     """Serve, let Chromium connect offering ``offered``; return its report and the server's view."""
     bundle = generate_self_signed_certificate()
     certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
     bundle.write(certfile=str(certfile), keyfile=str(keyfile))
     config = ServerConfig(
-        certfile=str(certfile), keyfile=str(keyfile), port=0, protocols=server_protocols
+        certfile=str(certfile),
+        keyfile=str(keyfile),
+        port=0,
+        protocols=server_protocols,
+        retry=retry,
     )
     app = ServerApp(config=config)
     seen: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
@@ -58,12 +66,12 @@ async def negotiate(
     finally:
         await server.close(grace=0)
     assert report["ok"], json.dumps(report, indent=1)
-    return report["result"], seen
+    return report["result"], seen, server
 
 
 async def test_chromium_gets_the_servers_preferred_protocol(tmp_path: Path) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
-        result, seen = await negotiate(
+        result, seen, _ = await negotiate(
             tmp_path, server_protocols=["json", "chat"], offered=["chat", "json"]
         )
     assert result == {"protocol": "json", "echoed": "server:json"}
@@ -72,7 +80,20 @@ async def test_chromium_gets_the_servers_preferred_protocol(tmp_path: Path) -> N
 
 async def test_chromium_without_common_protocol(tmp_path: Path) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
-        result, seen = await negotiate(tmp_path, server_protocols=["mqtt"], offered=["chat"])
+        result, seen, _ = await negotiate(tmp_path, server_protocols=["mqtt"], offered=["chat"])
     # No wt-protocol header: Chromium's wt.protocol is the empty string.
     assert result == {"protocol": "", "echoed": "server:None"}
     assert seen.done() and seen.result() is None
+
+
+async def test_chromium_connects_through_a_retry(tmp_path: Path) -> None:
+    """With ``retry="always"`` Chromium proves its address first, then everything works."""
+    async with asyncio.timeout(SCENARIO_TIMEOUT):
+        result, _, server = await negotiate(
+            tmp_path, server_protocols=["chat"], offered=["chat"], retry="always"
+        )
+    assert result == {"protocol": "chat", "echoed": "server:chat"}
+    stats = server.stats
+    # Chromium's ClientHello fills two Initial packets: each gets a Retry, and Chromium uses the
+    # first. Only the proven Initial created a connection.
+    assert 1 <= stats["retries_sent"] <= 2 and stats["connections_accepted"] == 1, stats

@@ -277,6 +277,7 @@ class AioquicEngine:
         configuration: aioquic's settings; ``max_stream_data`` is the receive window of one
             stream and ``max_data`` that of the whole connection.
         original_destination_connection_id: server: the client's first destination CID.
+        retry_source_connection_id: server: the CID its Retry told the client to use.
         max_streams_bidi, max_streams_uni: streams of each kind the peer may have open (or
             unread) at once.
         stateless_reset_key: server: the secret its stateless-reset tokens are derived from
@@ -288,6 +289,7 @@ class AioquicEngine:
         configuration: QuicConfiguration,
         *,
         original_destination_connection_id: bytes | None = None,
+        retry_source_connection_id: bytes | None = None,
         max_streams_bidi: int = 128,
         max_streams_uni: int = 128,
         stateless_reset_key: bytes | None = None,
@@ -299,6 +301,7 @@ class AioquicEngine:
             reset_key=stateless_reset_key,
             configuration=configuration,
             original_destination_connection_id=original_destination_connection_id,
+            retry_source_connection_id=retry_source_connection_id,
         )
         self.is_client = configuration.is_client
         self._max_udp_payload = configuration.max_datagram_size
@@ -641,6 +644,7 @@ class PacketRoute:
     version: int | None
     is_initial: bool
     version_supported: bool
+    token: bytes = b""  # an Initial's address-validation token
 
 
 def route_packet(data: bytes, cid_length: int) -> PacketRoute | None:
@@ -658,6 +662,7 @@ def route_packet(data: bytes, cid_length: int) -> PacketRoute | None:
         version=header.version,
         is_initial=header.packet_type == QuicPacketType.INITIAL,
         version_supported=supported,
+        token=header.token,
     )
 
 
@@ -686,6 +691,53 @@ def stateless_reset(token: bytes, unpredictable: bytes) -> bytes:
         raise ValueError("a stateless reset needs at least 5 unpredictable bytes")
     first = 0x40 | (unpredictable[0] & 0x3F)  # header form 0, fixed bit 1
     return bytes([first]) + unpredictable[1:] + token
+
+
+#: How long a Retry token is accepted (seconds): one round trip is all it needs.
+RETRY_TOKEN_LIFETIME = 10.0
+
+
+def _retry_mac(key: bytes, address: bytes, issued: bytes, odcid: bytes) -> bytes:
+    message = b"retry token\x00" + issued + bytes([len(address)]) + address + odcid
+    return hmac.new(key, message, hashlib.sha256).digest()[:16]
+
+
+def retry_token(key: bytes, address: bytes, odcid: bytes, now: float) -> bytes:
+    """An address-validation token for a Retry: when, for whom, and the client's first DCID.
+
+    It is authenticated (HMAC-SHA256 under ``key``), not encrypted: the original DCID was sent
+    in the clear anyway. ``address`` is the client's IP address and port, as bytes.
+    """
+    issued = int(now * 1000).to_bytes(8, "big")
+    return issued + bytes([len(odcid)]) + odcid + _retry_mac(key, address, issued, odcid)
+
+
+def check_retry_token(key: bytes, token: bytes, address: bytes, now: float) -> bytes | None:
+    """The original DCID ``token`` carries, or None if it is forged, expired or not for us."""
+    if len(token) < 8 + 1 + 16:
+        return None
+    issued, size = token[:8], token[8]
+    odcid, mac = token[9 : 9 + size], token[9 + size :]
+    if len(odcid) != size or len(mac) != 16:
+        return None
+    if not hmac.compare_digest(mac, _retry_mac(key, address, issued, odcid)):
+        return None
+    age = now - int.from_bytes(issued, "big") / 1000
+    return odcid if 0 <= age <= RETRY_TOKEN_LIFETIME else None
+
+
+def retry_packet(route: PacketRoute, new_cid: bytes, token: bytes) -> bytes:
+    """A Retry answering ``route``'s Initial: come back to ``new_cid`` with ``token``."""
+    from aioquic.quic.packet import encode_quic_retry
+
+    assert route.version is not None
+    return encode_quic_retry(
+        version=route.version,
+        source_cid=new_cid,
+        destination_cid=route.source_cid,
+        original_destination_cid=route.destination_cid,
+        retry_token=token,
+    )
 
 
 def version_negotiation(route: PacketRoute) -> bytes:

@@ -27,6 +27,10 @@ from ..protocol import LocalLimits, WebTransportProtocol
 from ..protocol import events as ev
 from ..protocol.quic import (
     MIN_STATELESS_RESET,
+    PacketRoute,
+    check_retry_token,
+    retry_packet,
+    retry_token,
     route_packet,
     stateless_reset,
     stateless_reset_token,
@@ -47,8 +51,16 @@ SessionHandler = Callable[[WebTransportSession], Awaitable[None]]
 _MIN_INITIAL_SIZE = 1200  # RFC 9000 14.1: clients pad Initial packets to 1200 bytes
 
 
+#: With ``retry="auto"``: handshakes in progress from which new clients must prove their address.
+_RETRY_WHEN_HANDSHAKING = 64
+
 #: Stateless resets sent per second at most (a flood of stray packets must not become one).
 _RESETS_PER_SECOND = 100
+
+
+def _address(addr: Any) -> bytes:
+    """A client address as bytes, for binding a Retry token to it."""
+    return f"{addr[0]}|{addr[1]}".encode()
 
 
 def _stateless_reset_key(config: ServerConfig) -> bytes:
@@ -80,6 +92,7 @@ class ServerStats:
     sessions_active: int = 0
     packets_dropped: int = 0
     stateless_resets_sent: int = 0
+    retries_sent: int = 0
 
 
 class WebTransportServer:
@@ -106,6 +119,8 @@ class WebTransportServer:
         self._serving: asyncio.Future[None] | None = None
         self._closing = False
         self._reset_key = _stateless_reset_key(config)
+        self._retry_key = hmac.new(self._reset_key, b"retry", hashlib.sha256).digest()
+        self._handshaking: set[WebTransportConnection] = set()
         self._reset_budget = float(_RESETS_PER_SECOND)
         self._reset_at = time.monotonic()
 
@@ -340,8 +355,32 @@ class WebTransportServer:
         if len(self._cids) >= self.config.max_connections:
             self._stats.packets_dropped += 1
             return
-        conn = self._new_connection(route.destination_cid, addr)
+        odcid = None
+        if route.token:  # back after our Retry (a token we cannot check is no proof)
+            odcid = check_retry_token(self._retry_key, route.token, _address(addr), time.time())
+        if odcid is None and self._retry_required():
+            self._send_retry(route, addr)
+            return
+        conn = self._new_connection(route.destination_cid, addr, original_dcid=odcid)
         conn.datagram_received(data, addr)
+
+    def _retry_required(self) -> bool:
+        mode = self.config.retry
+        return mode == "always" or (
+            mode == "auto" and len(self._handshaking) >= _RETRY_WHEN_HANDSHAKING
+        )
+
+    def _send_retry(self, route: PacketRoute, addr: Any) -> None:
+        """Ask the client to prove its address: it must come back with this token (RFC 9000 8.1.2).
+
+        Stateless: the token carries the client's first DCID and is checked with a key, so a
+        flood of Initials from spoofed addresses creates no connection state at all.
+        """
+        assert self._transport is not None
+        token = retry_token(self._retry_key, _address(addr), route.destination_cid, time.time())
+        new_cid = os.urandom(self._cid_length)
+        self._transport.sendto(retry_packet(route, new_cid, token), addr)
+        self._stats.retries_sent += 1
 
     def _send_stateless_reset(self, data: bytes, addr: Any, cid: bytes) -> None:
         """Tell the sender its connection is gone (RFC 9000 10.3), at a bounded rate.
@@ -364,13 +403,17 @@ class WebTransportServer:
         self._transport.sendto(stateless_reset(token, os.urandom(size - 16)), addr)
         self._stats.stateless_resets_sent += 1
 
-    def _new_connection(self, original_dcid: bytes, addr: Any) -> WebTransportConnection:
+    def _new_connection(
+        self, dcid: bytes, addr: Any, *, original_dcid: bytes | None = None
+    ) -> WebTransportConnection:
+        """A connection for an Initial sent to ``dcid`` (``original_dcid``: after a Retry)."""
         cfg = self.config
         engine = make_engine(
             self._quic_config,
             cfg,
             request_streams=cfg.max_sessions_per_connection,
-            original_destination_connection_id=original_dcid,
+            original_destination_connection_id=original_dcid or dcid,
+            retry_source_connection_id=dcid if original_dcid is not None else None,
             stateless_reset_key=self._reset_key,
         )
         protocol = WebTransportProtocol(
@@ -395,15 +438,18 @@ class WebTransportServer:
             datagram_queue_size=cfg.datagram_queue_size,
             on_event=self._on_event,
         )
-        cids = {original_dcid, engine.host_cid}
+        cids = {dcid, engine.host_cid}
         self._cids[conn] = cids
         for cid in cids:
             self._routes[cid] = conn
+        self._handshaking.add(conn)
+        conn.handshake_done.add_done_callback(lambda _: self._handshaking.discard(conn))
         conn.add_close_callback(self._forget_connection)
         self._stats.connections_accepted += 1
         return conn
 
     def _forget_connection(self, conn: WebTransportConnection) -> None:
+        self._handshaking.discard(conn)
         for cid in self._cids.pop(conn, set()):
             if self._routes.get(cid) is conn:
                 del self._routes[cid]

@@ -1,0 +1,56 @@
+"""Retry: new clients prove their address before the server keeps state for them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+from pywebtransport import ClientConfig, WebTransportClient
+from tests.certs import CertBundle
+from tests.conftest import T, build_app, echo_ok, serving, url
+
+
+def spoofed_initial() -> bytes:
+    """A 1200-byte Initial whose header parses and whose payload nobody can decrypt."""
+    header = bytes([0xC3]) + (1).to_bytes(4, "big")  # long header, Initial, QUIC v1
+    header += bytes([8]) + os.urandom(8) + bytes([8]) + os.urandom(8) + b"\x00"  # no token
+    length = 1200 - len(header) - 2
+    return header + bytes([0x40 | length >> 8, length & 0xFF]) + os.urandom(length)
+
+
+async def test_always_retry_still_connects(cert: CertBundle, client_config: ClientConfig) -> None:
+    async with (
+        serving(build_app(cert, retry="always")) as server,
+        asyncio.timeout(T),
+        WebTransportClient(config=client_config) as client,
+    ):
+        session = await client.connect(url=url(server))
+        await echo_ok(session)
+        assert server.stats["retries_sent"] == 1
+        assert server.stats["connections_accepted"] == 1  # no state before the proof
+
+
+async def test_a_flood_of_spoofed_initials_turns_retry_on(
+    cert: CertBundle, client_config: ClientConfig
+) -> None:
+    async with (
+        serving(build_app(cert)) as server,  # retry="auto"
+        asyncio.timeout(2 * T),
+        WebTransportClient(config=client_config) as client,
+    ):
+        session = await client.connect(url=url(server))  # no flood yet: no Retry
+        assert server.stats["retries_sent"] == 0
+        flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for _ in range(100):  # every one leaves a handshake that will never complete
+                flood.sendto(spoofed_initial(), server.local_address[:2])
+            # The server reads them in order; a connect after them sees their effect.
+            second = await client.connect(url=url(server))
+        finally:
+            flood.close()
+        # 64 half-open handshakes turned Retry on: the other 36 got a Retry, no state.
+        assert server.stats["connections_accepted"] == 1 + 64 + 1
+        assert server.stats["retries_sent"] == 36 + 1  # ... and so did the real client
+        await echo_ok(second)
+        await echo_ok(session)
