@@ -248,6 +248,7 @@ async def run_page(
 
     async with PageServer() as pages:
         pages.add_get("/", html)
+        pages.add_get("/common.js", load_page("common.js"), content_type="text/javascript")
         pages.add_get("/config.json", json.dumps(config).encode(), content_type="application/json")
         pages.add_post("/report")
         pages.add_post("/log", on_log)
