@@ -57,6 +57,7 @@ def test_client_validation_names_the_field(kwargs: dict[str, object], field: str
         ({"max_incoming_streams": 0}, "max_incoming_streams"),
         ({"stateless_reset_key": b"short"}, "stateless_reset_key"),
         ({"retry": "sometimes"}, "retry"),
+        ({"handshake_timeout": 0}, "handshake_timeout"),
         ({"stateless_reset_key": "a string, not bytes"}, "stateless_reset_key"),
     ],
 )

@@ -234,6 +234,8 @@ class ServerConfig(_ConfigBase):
             ``select_protocol(offered)`` method, when present, decides instead).
         shutdown_grace: seconds ``close()`` lets draining sessions finish by default (0: the
             DRAIN capsules and GOAWAY are sent, then every session is closed at once).
+        handshake_timeout: seconds a new connection may take to finish its QUIC handshake;
+            one that has not is dropped (the state a spoofed or stalled client leaves).
         retry: when new clients must prove their address with a Retry round trip (RFC 9000
             8.1.2) before the server keeps any state for them: ``"auto"`` (only while 64 or
             more handshakes are in progress, as under a flood of spoofed Initials), ``"always"``
@@ -265,6 +267,7 @@ class ServerConfig(_ConfigBase):
     congestion_control: str = "reno"
     protocols: list[str] = field(default_factory=list)
     shutdown_grace: float = 0.0
+    handshake_timeout: float = 10.0
     retry: str = "auto"
     stateless_reset_key: bytes | None = None
 
@@ -299,6 +302,7 @@ class ServerConfig(_ConfigBase):
             "initial_max_streams_uni",
             "max_header_size",
             "session_accept_timeout",
+            "handshake_timeout",
         )
         _check_udp_payload(self.max_datagram_size)
         _check_idle_timeout(self.idle_timeout)

@@ -54,3 +54,26 @@ async def test_a_flood_of_spoofed_initials_turns_retry_on(
         assert server.stats["retries_sent"] == 36 + 1  # ... and so did the real client
         await echo_ok(second)
         await echo_ok(session)
+
+
+async def test_handshakes_that_never_finish_are_dropped(
+    cert: CertBundle, client_config: ClientConfig
+) -> None:
+    async with (
+        serving(build_app(cert, handshake_timeout=0.5, retry="never")) as server,
+        asyncio.timeout(T),
+        WebTransportClient(config=client_config) as client,
+    ):
+        flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for _ in range(3):
+                flood.sendto(spoofed_initial(), server.local_address[:2])
+            session = await client.connect(url=url(server))  # a real handshake finishes in time
+        finally:
+            flood.close()
+        half_open = [conn for conn in server.connections if not conn.handshake_done.done()]
+        assert len(half_open) == 3
+        await asyncio.gather(*(conn.wait_closed() for conn in half_open))
+        assert server.stats["handshakes_timed_out"] == 3
+        assert server.stats["connections_active"] == 1
+        await echo_ok(session)

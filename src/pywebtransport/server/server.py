@@ -93,6 +93,7 @@ class ServerStats:
     packets_dropped: int = 0
     stateless_resets_sent: int = 0
     retries_sent: int = 0
+    handshakes_timed_out: int = 0
 
 
 class WebTransportServer:
@@ -443,10 +444,25 @@ class WebTransportServer:
         for cid in cids:
             self._routes[cid] = conn
         self._handshaking.add(conn)
-        conn.handshake_done.add_done_callback(lambda _: self._handshaking.discard(conn))
+        expiry = asyncio.get_running_loop().call_later(
+            cfg.handshake_timeout, self._handshake_expired, conn
+        )
+
+        def handshake_over(_: object) -> None:
+            self._handshaking.discard(conn)
+            expiry.cancel()
+
+        conn.handshake_done.add_done_callback(handshake_over)
         conn.add_close_callback(self._forget_connection)
         self._stats.connections_accepted += 1
         return conn
+
+    def _handshake_expired(self, conn: WebTransportConnection) -> None:
+        """A handshake that did not finish in time (a spoofed or stuck client) is dropped."""
+        if conn.handshake_done.done() or conn.closed.done():
+            return
+        self._stats.handshakes_timed_out += 1
+        conn.close(code=0x0, reason="handshake timeout")
 
     def _forget_connection(self, conn: WebTransportConnection) -> None:
         self._handshaking.discard(conn)
