@@ -250,6 +250,13 @@ async def test_client_bidi_streams_echo(server: ServerUnderTest) -> None:
     ]
 
 
+async def test_credit_updates_reach_chromium(server: ServerUnderTest) -> None:
+    """8 MiB through one stream and 250 streams: Chromium follows our MAX_* updates."""
+    async with asyncio.timeout(SCENARIO_TIMEOUT):
+        result = await server.run("credit", "/echo", bulkSize=8 * 1024 * 1024, streams=250)
+    assert result == {"bulk": 8 * 1024 * 1024, "same": True, "streams": 250}
+
+
 async def test_server_opened_bidi_stream(server: ServerUnderTest) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
         result = await server.run("server_bidi", "/server-bidi")
