@@ -478,3 +478,25 @@ async def test_subclass_emits_with_itself_as_source() -> None:
     event = await session.wait_for(EventType.SESSION_READY, timeout=T)
     assert event.source is session
     assert event.data == "the subclass's own attribute"
+
+
+async def test_has_listeners_sees_handlers_and_waiters_under_either_name() -> None:
+    emitter = EventEmitter()
+    assert not emitter.has_listeners(EventType.DATAGRAM_RECEIVED)
+    emitter.on("datagram_received", lambda event: None)
+    assert emitter.has_listeners(EventType.DATAGRAM_RECEIVED)
+    assert emitter.has_listeners("datagram_received")
+    emitter.off("datagram_received")
+    assert not emitter.has_listeners("datagram_received")
+    seen_while_waiting: list[bool] = []
+
+    def condition(event: Event) -> bool:  # runs at emit time, while the waiter is registered
+        seen_while_waiting.append(emitter.has_listeners("session_ready"))
+        return True
+
+    waiting = asyncio.ensure_future(emitter.wait_for(EventType.SESSION_READY, condition=condition))
+    # Callbacks run in order: the task's first step (it registers the waiter), then the emit.
+    asyncio.get_running_loop().call_soon(emitter.emit, "session_ready")
+    await waiting
+    assert seen_while_waiting == [True]
+    assert not emitter.has_listeners(EventType.SESSION_READY)

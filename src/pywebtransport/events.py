@@ -154,8 +154,8 @@ class EventEmitter:
         Emitters check it before building the data of frequent events (datagrams), so an
         event nobody listens to costs nothing.
         """
-        key = _key(event_type)
-        return key in self._event_handlers or key in self._event_waiters
+        # An EventType member hashes and compares as its string value: no conversion needed.
+        return event_type in self._event_handlers or event_type in self._event_waiters
 
     def listener_count(self, event_type: EventType | str) -> int:
         """Return how many handlers are registered for ``event_type``."""
