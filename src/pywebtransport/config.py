@@ -134,6 +134,9 @@ class ClientConfig(_ConfigBase):
             one connection (QUIC MAX_STREAMS; the peer waits for more, nothing is refused).
         max_early_streams: streams (per connection) and datagrams (per session) held for a
             session that is not open yet; beyond it they are refused / dropped.
+        reuse_connections: open a session on an existing connection to the same host and port
+            when the server allows another session there (its SETTINGS) and it has not sent
+            GOAWAY; off by default, like a browser's WebTransport without ``allowPooling``.
         keep_alive: send a PING every ``min(15, idle_timeout / 2)`` seconds while a session
             is open, so an idle session is not timed out (a dead peer still is).
         auto_reconnect, max_retries, retry_delay, retry_backoff, max_retry_delay:
@@ -159,6 +162,7 @@ class ClientConfig(_ConfigBase):
     max_incoming_streams: int = c.DEFAULT_MAX_INCOMING_STREAMS
     max_early_streams: int = c.DEFAULT_MAX_EARLY_STREAMS
     keep_alive: bool = True
+    reuse_connections: bool = False
     auto_reconnect: bool = False
     max_retries: int = 5
     retry_delay: float = 1.0

@@ -115,6 +115,8 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
         super().__init__()
         self._sessions: set[WebTransportSession] = set()
         self._connections: set[WebTransportConnection] = set()
+        # reuse_connections: the connections opened to each (host, port)
+        self._by_target: dict[tuple[str, int], set[WebTransportConnection]] = {}
         self._stats = ClientStats()
         self._last_error: str | None = None
 
@@ -222,9 +224,13 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
         deadline = self._config.connect_timeout if timeout is None else timeout
         start = time.monotonic()
         holder: list[WebTransportConnection] = []
+        shared = self._reusable(target) if self._config.reuse_connections else None
         try:
             async with asyncio.timeout(deadline):
-                session = await self._open(target, self._merged_headers(headers), holder)
+                if shared is not None:  # (not in ``holder``: a failure must not close it)
+                    session = await self._request(shared, target, self._merged_headers(headers))
+                else:
+                    session = await self._open(target, self._merged_headers(headers), holder)
         except builtins.TimeoutError:
             error = TimeoutError(f"no session with {url} within {deadline} s")
             self._failed(holder, f"timeout after {deadline} s", url, error)
@@ -240,6 +246,23 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
         session._closed.add_done_callback(lambda _: self._sessions.discard(session))
         self.emit(EventType.CONNECTION_ESTABLISHED, {"url": url, "session": session})
         return session
+
+    def _reusable(self, target: ParsedURL) -> WebTransportConnection | None:
+        """An open connection to ``target`` with room for one more session, if there is one.
+
+        Only connections that still carry a session qualify: one whose last session ended is
+        closing (it lingers until the peer acknowledged the close).
+        """
+        for conn in self._by_target.get((target.host, target.port), ()):
+            protocol = conn.protocol
+            if (
+                not conn.is_closed
+                and conn.close_error is None
+                and not protocol.goaway_received
+                and 0 < protocol.open_session_count() < protocol.peer_max_sessions
+            ):
+                return conn
+        return None
 
     def _failed(
         self,
@@ -327,6 +350,18 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
         holder.append(conn)
         self._connections.add(conn)
         conn.add_close_callback(self._connections.discard)
+        if cfg.reuse_connections:
+            key = (target.host, target.port)
+            self._by_target.setdefault(key, set()).add(conn)
+
+            def ungroup(closed: WebTransportConnection) -> None:
+                group = self._by_target.get(key)
+                if group is not None:
+                    group.discard(closed)
+                    if not group:
+                        del self._by_target[key]
+
+            conn.add_close_callback(ungroup)
         protocol.connect(addr, loop.time())
         conn.transmit()
         await self._handshake(conn)

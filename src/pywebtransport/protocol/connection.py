@@ -352,6 +352,25 @@ class WebTransportProtocol:
         )
         return goaway_id
 
+    @property
+    def peer_max_sessions(self) -> int:
+        """Sessions the peer accepts on this connection at once (its SETTINGS; 1 if it says none).
+
+        0 until the peer's SETTINGS have arrived.
+        """
+        settings = self.peer_settings
+        if settings is None:
+            return 0
+        advertised = [
+            settings.get(SettingId.WT_MAX_SESSIONS_DRAFT13, 0),
+            settings.get(SettingId.WT_MAX_SESSIONS_DRAFT07, 0),
+        ]
+        return max(1, *advertised)
+
+    def open_session_count(self) -> int:
+        """Sessions on this connection that are not closed (pending ones included)."""
+        return len(self._sessions)
+
     def session_dialect(self, session_id: int) -> Dialect | None:
         """The dialect a session speaks."""
         session = self._sessions.get(session_id)
