@@ -269,6 +269,10 @@ class WebTransportSession(EventEmitter):
         Ends every stream of the session; closes the QUIC connection when no other session
         uses it (client side).
         """
+        self._close_now(code, reason)
+
+    def _close_now(self, code: int = 0, reason: str = "") -> None:
+        """:meth:`close` without awaiting (for cleanup paths, cancellation included)."""
         if self._state is SessionState.CLOSED:
             return
         try:

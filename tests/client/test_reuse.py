@@ -7,7 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from pywebtransport import ClientConfig, HandshakeError, WebTransportClient
+from pywebtransport import (
+    ClientConfig,
+    HandshakeError,
+    TimeoutError,
+    WebTransportClient,
+    WebTransportSession,
+)
 from tests.certs import CertBundle
 from tests.conftest import T, build_app, echo_ok, serving, url
 
@@ -70,3 +76,33 @@ async def test_without_reuse_every_session_has_its_connection(
             await echo_ok(await client.connect(url=url(server)))
         assert len(client._connections) == 2
         assert server.stats["connections_accepted"] == 2
+
+
+async def test_a_request_that_times_out_is_withdrawn_from_the_shared_connection(
+    cert: CertBundle, client_config: ClientConfig
+) -> None:
+    app = build_app(cert)
+    held = asyncio.Event()
+
+    async def hold_slow_requests(session: WebTransportSession) -> int | None:
+        if session.path.endswith("?slow"):
+            held.set()
+            await asyncio.Event().wait()  # never decides (the server's close cancels it)
+        return None
+
+    app.add_middleware(hold_slow_requests)
+    config = replace(client_config, reuse_connections=True)
+    async with (
+        serving(app) as server,
+        asyncio.timeout(2 * T),
+        WebTransportClient(config=config) as client,
+    ):
+        first = await client.connect(url=url(server))
+        with pytest.raises(TimeoutError):
+            await client.connect(url=url(server, "/echo?slow"), timeout=0.5)
+        assert held.is_set()
+        (conn,) = client._connections
+        assert conn.protocol.open_session_count() == 1  # only the first session is left
+        await echo_ok(first)
+        await echo_ok(await client.connect(url=url(server)))  # the connection is still shared
+        assert server.stats["connections_accepted"] == 1

@@ -408,7 +408,14 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
         session._offered_protocols = offered_protocols(headers)
         conn.add_session(session)
         conn.transmit()
-        await session.ready()
+        try:
+            await session.ready()
+        except BaseException:
+            # Withdraw a request that did not become a session (deadline, cancellation): on a
+            # shared connection it would otherwise stay pending for good.
+            with contextlib.suppress(WebTransportError):
+                session._close_now()
+            raise
         return session
 
     # ----------------------------------------------------------------------------- diagnostics
