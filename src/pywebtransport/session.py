@@ -230,7 +230,6 @@ class WebTransportSession(EventEmitter):
         for stream in streams:
             stream._fail(StreamError(f"stream {stream.stream_id}: {error}", error_code=code))
             stream._emit_closed()
-            self._emit_stream(EventType.STREAM_CLOSED, stream, local=stream._local)
         if self._datagrams is not None:
             self._datagrams._fail(error)
         for waiter in (self._incoming_waiter, self._credit_waiter):
@@ -324,12 +323,13 @@ class WebTransportSession(EventEmitter):
         self._conn.register_stream(stream_id, stream)
         self._stats.streams_opened += 1
         self._conn.schedule_transmit()
-        self._emit_stream(EventType.STREAM_OPENED, stream, local=True)
+        self._emit_stream(EventType.STREAM_OPENED, stream)
         return stream
 
-    def _emit_stream(self, event_type: EventType, stream: AnyStream, *, local: bool) -> None:
+    def _emit_stream(self, event_type: EventType, stream: AnyStream) -> None:
         if self.has_listeners(event_type):
-            self.emit(event_type, {"stream_id": stream.stream_id, "stream": stream, "local": local})
+            data = {"stream_id": stream.stream_id, "stream": stream, "local": stream._local}
+            self.emit(event_type, data)
 
     async def _wait_credit(self) -> None:
         self._credit_waiter = self._conn.loop.create_future()
@@ -373,15 +373,13 @@ class WebTransportSession(EventEmitter):
         self._stats.streams_accepted += 1
         if self._incoming_waiter is not None and not self._incoming_waiter.done():
             self._incoming_waiter.set_result(None)
-        self._emit_stream(EventType.STREAM_OPENED, stream, local=False)
+        self._emit_stream(EventType.STREAM_OPENED, stream)
         return stream
 
     def _forget_stream(self, stream_id: int) -> None:
         """Both directions of a stream ended: no event can concern it any more."""
-        stream = self._streams.pop(stream_id, None)
+        self._streams.pop(stream_id, None)
         self._conn.forget_stream(stream_id)
-        if stream is not None:
-            self._emit_stream(EventType.STREAM_CLOSED, stream, local=stream._local)
 
     async def _next_incoming(self, kind: type | None, timeout: float | None) -> IncomingStream:
         try:

@@ -51,9 +51,11 @@ class _StreamBase(EventEmitter):
             self._emit_closed()
 
     def _emit_closed(self) -> None:
+        """``stream_closed``, once, from the stream and from its session."""
         if not self._closed_emitted:
             self._closed_emitted = True
             self.emit(EventType.STREAM_CLOSED, {"stream_id": self._stream_id})
+            self._session._emit_stream(EventType.STREAM_CLOSED, self)  # type: ignore[arg-type]
 
     @property
     def _local(self) -> bool:

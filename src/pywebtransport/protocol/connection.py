@@ -1228,9 +1228,10 @@ class WebTransportProtocol:
     def _forget(self, stream_id: int) -> None:
         self.engine.untrack_consumption(stream_id)
         stream = self._streams.pop(stream_id, None)
-        if stream is not None:
-            self._drop_early(stream_id, stream)
-        if stream is not None and stream.session is not None:
+        if stream is None:
+            return
+        self._drop_early(stream_id, stream)
+        if stream.session is not None:
             self._close_counted(stream_id, stream)
             stream.session.streams.discard(stream_id)
 

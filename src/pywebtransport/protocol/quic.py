@@ -23,6 +23,8 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType
 
+from .session import grant_due
+
 Address = Any  # (host, port) or (host, port, flowinfo, scope_id)
 
 _SHORT_HEADER_OVERHEAD = 1 + 2 + 16  # first byte, 2-byte packet number, AEAD tag
@@ -157,10 +159,8 @@ class _CreditedConnection(QuicConnection):
     ) -> None:
         super().__init__(**kwargs)
         self._local_active_connection_id_limit = _ACTIVE_CONNECTION_IDS  # aioquic internals
-        self.reset_key = reset_key
-        if reset_key is not None and not self._is_client:  # aioquic internals
-            for issued in self._host_cids:  # aioquic internals: the first CID, not sent yet
-                issued.stateless_reset_token = stateless_reset_token(reset_key, issued.cid)
+        self.reset_key = reset_key if not self._is_client else None  # aioquic internals
+        self._derive_reset_tokens(self._host_cids)  # the first CID (aioquic marks it sent)
         self.window = window
         self.connection_window = self._local_max_data.value  # aioquic internals
         self.credit: dict[int, list[int]] = {}  # stream -> [consumed offset, highest offset]
@@ -184,11 +184,14 @@ class _CreditedConnection(QuicConnection):
             super()._replenish_connection_ids()
         finally:
             self._remote_active_connection_id_limit = limit
+        self._derive_reset_tokens([issued for issued in self._host_cids if not issued.was_sent])
+
+    def _derive_reset_tokens(self, issued: list[Any]) -> None:
+        """Derive the tokens of new CIDs from the key, so a restarted server knows them too."""
         key = self.reset_key
         if key is not None:
-            for issued in self._host_cids:
-                if not issued.was_sent:  # tokens are derived, so a restarted server knows them
-                    issued.stateless_reset_token = stateless_reset_token(key, issued.cid)
+            for cid in issued:
+                cid.stateless_reset_token = stateless_reset_token(key, cid.cid)
 
     def highest_offset(self, stream_id: int, entry: list[int]) -> int:
         """The highest offset received on a tracked stream (remembered once aioquic drops it)."""
@@ -231,8 +234,8 @@ class _CreditedConnection(QuicConnection):
             for stream_id, entry in self.credit.items():
                 held += self.highest_offset(stream_id, entry) - entry[0]
             target = limit.used - held + self.connection_window
-            if target - limit.value >= limit.value - limit.used:
-                limit.value = max(limit.value, target)
+            if grant_due(limit.value, limit.used, target):
+                limit.value = target
         self._send_limit(builder, limit)
         for unidirectional, limit in self._stream_limits.items():
             target = self._stream_targets[unidirectional]
@@ -256,7 +259,7 @@ class _CreditedConnection(QuicConnection):
         occupied = {sid for sid in self._streams if sid & 3 == kind}  # aioquic internals
         occupied.update(sid for sid in self.credit if sid & 3 == kind)
         target = used - len(occupied) + self.max_streams[unidirectional]
-        return target if target - current >= current - used else current
+        return target if grant_due(current, used, target) else current
 
     def _send_limit(self, builder: Any, limit: Any) -> None:
         if limit.value != limit.sent:

@@ -105,8 +105,8 @@ class FlowControl:
         return self.remote_max_streams[bidirectional] - self.we_opened[bidirectional]
 
     def data_update_due(self) -> bool:
-        """True when a WT_MAX_DATA update is worth sending (see :func:`_grant_due`)."""
-        return _grant_due(self.local_max_data, self.received, self.consumed + self.window)
+        """True when a WT_MAX_DATA update is worth sending (see :func:`grant_due`)."""
+        return grant_due(self.local_max_data, self.received, self.consumed + self.window)
 
     def updates(self) -> bytes:
         """Capsules that raise the peer's credit, if any is due (empty if none).
@@ -124,14 +124,17 @@ class FlowControl:
             (False, CapsuleType.WT_MAX_STREAMS_UNI),
         ):
             target = self.peer_closed[bidi] + self.window_streams[bidi]
-            if _grant_due(self.local_max_streams[bidi], self.peer_opened[bidi], target):
+            if grant_due(self.local_max_streams[bidi], self.peer_opened[bidi], target):
                 self.local_max_streams[bidi] = target
                 out += encode_capsule(ctype, encode_varint(target))
         return out
 
 
-def _grant_due(granted: int, used: int, target: int) -> bool:
-    """Whether raising credit from ``granted`` to ``target`` is worth a capsule now.
+def grant_due(granted: int, used: int, target: int) -> bool:
+    """Whether raising credit from ``granted`` to ``target`` is worth an update now.
+
+    The one rule for every credit this endpoint grants: session capsules here, and QUIC
+    MAX_DATA / MAX_STREAMS in the engine (quic.py).
 
     Yes once the increment is at least what the peer still has (``granted - used``): updates
     are batched (about one per half window when the application keeps up), yet a peer that
