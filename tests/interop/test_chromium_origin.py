@@ -23,7 +23,7 @@ from pywebtransport.server import origin_allowlist
 from pywebtransport.server.certificate import generate_self_signed_certificate
 from pywebtransport.server.echo import echo_handler
 from pywebtransport.web import PageServer
-from tests.interop.chromium import Chromium
+from tests.interop.chromium import Chromium, load_page
 
 pytestmark = [pytest.mark.interop]
 
@@ -32,22 +32,11 @@ PAGE_TIMEOUT = 30.0
 
 PAGE = b"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>origin check</title></head>
-<body><script>
+<body><pre id="log"></pre><script src="/common.js"></script><script>
 "use strict";
 // Reads /config.json ({targets: {name: url}, hash}); for each target opens a WebTransport session,
 // echoes one message on a bidirectional stream, and POSTs {name: {ok, echo | error}} to /report.
-function hexToBytes(hex) {
-  const bytes = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < bytes.length; i++) bytes[i] = parseInt(hex.substr(i * 2, 2), 16);
-  return bytes;
-}
-function withTimeout(promise, ms, what) {
-  let timer;
-  const expiry = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timeout: ${what}`)), ms);
-  });
-  return Promise.race([promise, expiry]).finally(() => clearTimeout(timer));
-}
+// hexToBytes and withTimeout come from the pages' shared common.js.
 async function attempt(url, hash) {
   const wt = new WebTransport(url, {
     serverCertificateHashes: [{ algorithm: "sha-256", value: hexToBytes(hash) }],
@@ -153,6 +142,7 @@ async def test_browser_origin_allowed_and_rejected(tmp_path: Path, access: Acces
                 "hash": bundle.sha256.hex(),
             }
             pages.add_get("/", PAGE)
+            pages.add_get("/common.js", load_page("common.js"), content_type="text/javascript")
             pages.add_get(
                 "/config.json", json.dumps(page_config).encode(), content_type="application/json"
             )
