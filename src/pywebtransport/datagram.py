@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from .events import EventType
-from .exceptions import DatagramError, SessionError, TimeoutError
+from .exceptions import DatagramError, SessionError, TimeoutError, WebTransportError
 from .protocol import DatagramTooLarge, ProtocolUsageError
 
 if TYPE_CHECKING:
@@ -52,6 +53,11 @@ class WebTransportDatagramTransport:
     def max_datagram_size(self) -> int:
         """Largest payload :meth:`send` accepts on this connection (0: peer has no datagrams)."""
         return self._conn.protocol.max_datagram_size(self._session.session_id)
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the session has ended (queued datagrams may still be received)."""
+        return self._closed_error is not None
 
     @property
     def stats(self) -> dict[str, int]:
@@ -104,6 +110,20 @@ class WebTransportDatagramTransport:
             finally:
                 self._waiter = None
         return self._queue.popleft()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """``async for data in session.datagrams``: every datagram until the session closes."""
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                data = await self.receive()
+            except WebTransportError:
+                if self._closed_error is not None:
+                    return  # the session ended and everything queued was delivered
+                raise
+            yield data
 
     async def send_json(self, obj: Any) -> None:
         """Send ``obj`` as compact JSON in one datagram."""

@@ -262,6 +262,28 @@ class WebTransportReceiveStream(_StreamBase):
             await self._wait_readable()
         return self._take(n) if n else b""
 
+    async def peek(self, n: int) -> bytes:
+        """Return the first ``n`` buffered bytes without consuming them.
+
+        Waits until ``n`` bytes are buffered or the stream ends (then returns fewer). ``n`` must
+        not exceed the stream receive window. The bytes stay readable by the next read.
+
+        Raises:
+            StreamError: the stream was reset or stopped before ``n`` bytes arrived.
+        """
+        while self._buffered < n and not self._eof:
+            if self._read_error is not None:
+                raise self._read_error
+            if self._stopped:
+                raise StreamError(f"stream {self._stream_id} was stopped")
+            self._claim_buffered()
+            await self._wait_readable()
+        if len(self._chunks) > 1 and len(self._chunks[0]) < n:
+            joined = b"".join(self._chunks)
+            self._chunks.clear()
+            self._chunks.append(joined)
+        return self._chunks[0][:n] if self._chunks else b""
+
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
         """Read up to and including ``separator``; IncompleteReadError at an early end."""
         if not separator:
@@ -322,6 +344,7 @@ class WebTransportSendStream(_StreamBase):
     def __init__(self, session: WebTransportSession, stream_id: int) -> None:
         super().__init__(session, stream_id)
         self._send_closed = False  # FIN or reset sent
+        self._bytes_written = 0  # handed to QUIC by write()
         self._write_error: Exception | None = None
         self._write_waiter: asyncio.Future[None] | None = None
         self._send_done: asyncio.Future[None] = self._conn.loop.create_future()
@@ -363,6 +386,11 @@ class WebTransportSendStream(_StreamBase):
         if self._send_closed:
             raise StreamError(f"stream {self._stream_id} is closed for writing")
 
+    @property
+    def bytes_written(self) -> int:
+        """Bytes handed to QUIC so far; when a ``write()`` is cancelled, it tells how far it got."""
+        return self._bytes_written
+
     async def write(
         self, data: bytes | bytearray | memoryview, *, end_stream: bool = False
     ) -> None:
@@ -398,6 +426,7 @@ class WebTransportSendStream(_StreamBase):
             except ProtocolUsageError as exc:
                 raise self._write_error or StreamError(str(exc)) from None
             view = view[len(chunk) :]
+            self._bytes_written += len(chunk)
             self._session._stats.bytes_sent += len(chunk)
             self._conn.schedule_transmit()
             if last:

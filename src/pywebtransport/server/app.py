@@ -59,12 +59,14 @@ class ServerApp:
         self.config = config or ServerConfig()
         self._exact: dict[str, SessionHandler] = {}
         self._params: list[tuple[re.Pattern[str], SessionHandler]] = []
+        self._route_names: dict[re.Pattern[str], str] = {}  # compiled {name} route -> its path
         self._patterns: list[tuple[re.Pattern[str], SessionHandler]] = []
         self._default: SessionHandler | None = None
         self.middleware: list[Middleware] = []
         self._startup_hooks: list[Hook] = []
         self._shutdown_hooks: list[Hook] = []
         self.server: WebTransportServer | None = None
+        self._open: dict[str, set[WebTransportSession]] = {}  # route -> sessions it is handling
 
     # ----------------------------------------------------------------------------- registration
 
@@ -79,6 +81,7 @@ class ServerApp:
                 self._exact[path] = handler
             else:
                 self._params.append((compiled, handler))
+                self._route_names[compiled] = path
             return handler
 
         return register
@@ -124,21 +127,38 @@ class ServerApp:
 
     def resolve(self, path: str) -> tuple[SessionHandler, dict[str, str]] | None:
         """The handler and path parameters for a request path, or None."""
+        found = self._match(path)
+        return None if found is None else (found[1], found[2])
+
+    def _match(self, path: str) -> tuple[str, SessionHandler, dict[str, str]] | None:
+        """The route (as registered), handler and path parameters for a request path."""
         bare = urlsplit(path).path
         handler = self._exact.get(bare)
         if handler is not None:
-            return handler, {}
+            return bare, handler, {}
         for compiled, handler in self._params:
             match = compiled.fullmatch(bare)
             if match is not None:
-                return handler, match.groupdict()
+                return self._route_names[compiled], handler, match.groupdict()
         for compiled, handler in self._patterns:
             match = compiled.fullmatch(bare)
             if match is not None:
-                return handler, match.groupdict()
+                return compiled.pattern, handler, match.groupdict()
         if self._default is not None:
-            return self._default, {}
+            return "", self._default, {}
         return None
+
+    def sessions(self, route: str | None = None) -> list[WebTransportSession]:
+        """The open sessions whose handler is running, all or those of one route.
+
+        Args:
+            route: the route as registered: the ``path`` given to :meth:`route` (with its
+                ``{name}`` segments), the regex given to :meth:`pattern_route`, or ``""`` for
+                the default handler. None: every route.
+        """
+        if route is not None:
+            return [s for s in self._open.get(route, ()) if s.is_ready]
+        return [s for group in self._open.values() for s in group if s.is_ready]
 
     async def _handle(self, session: WebTransportSession) -> bool:
         """Run one session through middleware and its handler. Returns True if accepted.
@@ -148,36 +168,41 @@ class ServerApp:
         """
         status: int | None = None
         try:
-            status, handler = await self._admit(session)
+            status, route, handler = await self._admit(session)
             if handler is None:
                 return False
-            await self._run_handler(session, handler)
+            group = self._open.setdefault(route, set())
+            group.add(session)
+            try:
+                await self._run_handler(session, handler)
+            finally:
+                group.discard(session)
             return True
         finally:
             _log_access(session, status)
 
     async def _admit(
         self, session: WebTransportSession
-    ) -> tuple[int | None, SessionHandler | None]:
-        """Route and run middleware; answer the request. Returns the status and the handler.
+    ) -> tuple[int | None, str, SessionHandler | None]:
+        """Route and run middleware; answer the request. Returns the status, route and handler.
 
         The handler is None when the request was rejected (or the peer went away first).
         """
-        resolved = self.resolve(session.path)
-        if resolved is None:
+        found = self._match(session.path)
+        if found is None:
             reject_session(session, status=404)
-            return 404, None
-        handler, params = resolved
+            return 404, "", None
+        route, handler, params = found
         session.path_params = params
         status = await self._run_middleware(session)
         if status is not None:
             reject_session(session, status=status)
-            return status, None
+            return status, route, None
         try:
             accept_session(session)
         except SessionError:
-            return None, None
-        return 200, handler
+            return None, route, None
+        return 200, route, handler
 
     async def _run_handler(self, session: WebTransportSession, handler: SessionHandler) -> None:
         """Run the handler, then close the session (code 1 if the handler raised)."""

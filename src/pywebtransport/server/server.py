@@ -237,6 +237,11 @@ class WebTransportServer:
         }
 
     @property
+    def sessions(self) -> list[WebTransportSession]:
+        """The sessions that are open now (ready or draining), oldest connection first."""
+        return [s for conn in self._cids for s in conn.sessions if s.is_ready]
+
+    @property
     def connections(self) -> list[WebTransportConnection]:
         """The QUIC connections currently open."""
         return list(self._cids)
