@@ -223,8 +223,12 @@ class Messenger:
                     for pending in self._pending:
                         if name is None or pending.hello.channel == name:
                             self._pending.remove(pending)
-                            return await self._accept(pending)
-                    await self._wait_for_more()
+                            channel = await self._accept_waiting(pending)
+                            if channel is not None:
+                                return channel
+                            break  # that one had gone: look again
+                    else:
+                        await self._wait_for_more()
         except builtins.TimeoutError:
             raise TimeoutError(f"no channel {name or ''!r} opened within {timeout} s") from None
 
@@ -318,7 +322,7 @@ class Messenger:
         """Wait until something was queued or the messenger/session ended."""
         if self._closed:
             raise SessionError("the messenger is closed")
-        if self._dispatcher is not None and self._dispatcher.done() and not self._tasks:
+        if self._dispatcher is not None and self._dispatcher.done():
             raise SessionError(f"session {self._session.session_id} has ended")
         if self._wakeup is None or self._wakeup.is_set():
             self._wakeup = asyncio.Event()
@@ -429,6 +433,14 @@ class Messenger:
         await channel._send_raw(encode_accept(Accept(codec.name, self._max_message_size)))
         self._stats.channels_accepted += 1
         return channel
+
+    async def _accept_waiting(self, pending: _Pending) -> Channel | None:
+        """Accept a channel that waited in the queue; None when its stream has gone since."""
+        try:
+            return await self._accept(pending)
+        except MessagingError as exc:
+            logger.debug("channel %r gone before it was accepted: %s", pending.hello.channel, exc)
+            return None
 
     async def _run_route(self, handler: ChannelHandler, pending: _Pending) -> None:
         try:
