@@ -1,9 +1,10 @@
 """Command-line interface: ``python -m pywebtransport {serve,connect,cert}``.
 
-- ``serve`` runs the echo server (route ``/echo``) and, over plain HTTP on the same machine, the
-  demo page that talks to it from a browser. Once both listen it prints one line
-  ``READY udp=<port> http=<port> hash=<hex>``, and one ``REPORT <json>`` line for every summary
-  the demo page posts.
+- ``serve`` runs the echo server (route ``/echo``) with the chat and RPC demo (route ``/chat``)
+  and, over plain HTTP on the same machine, the demo page that talks to both from a browser
+  (it loads ``/pywebtransport/messaging.js``, served from the package, for the chat). Once
+  both listen it prints one line ``READY udp=<port> http=<port> hash=<hex>``, and one
+  ``REPORT <json>`` line for every summary the demo page posts.
 - ``connect`` opens a session to a URL, measures stream and datagram round trips and exits 0 on
   success; failures exit with a distinct status and a one-line explanation.
   With ``--workers N`` the UDP port is served by N worker processes (``SO_REUSEPORT``), each
@@ -48,9 +49,10 @@ from pywebtransport.server.certificate import (
     generate_self_signed_certificate,
     parse_hash,
 )
+from pywebtransport.server.demo_chat import ChatRoom
 from pywebtransport.server.echo import echo_handler
 from pywebtransport.server.workers import WorkerGroup
-from pywebtransport.web import PageServer, demo_page
+from pywebtransport.web import PageServer, demo_page, messaging_module
 
 __all__ = ["main"]
 
@@ -64,6 +66,7 @@ EXIT_REJECTED = 4
 EXIT_CERTIFICATE = 5
 
 ECHO_PATH = "/echo"
+CHAT_PATH = "/chat"
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 _DEFAULT_CERT_NAMES = ("localhost", "127.0.0.1", "::1")
 
@@ -230,9 +233,11 @@ def _certificate_names(host: str) -> tuple[str, ...]:
 
 
 def echo_app(config: ServerConfig) -> ServerApp:
-    """The application ``serve`` runs: the echo handler on ``/echo`` (a worker app factory)."""
+    """The application ``serve`` runs (a worker app factory): the echo handler on ``/echo`` and
+    the chat and RPC demo (one room per application) on ``/chat``."""
     app = ServerApp(config=config)
     app.route(ECHO_PATH)(echo_handler)
+    app.route(CHAT_PATH)(ChatRoom().handle)
     return app
 
 
@@ -376,21 +381,24 @@ def _display_host(host: str) -> str:
 
 
 def _add_demo_routes(pages: PageServer, host: str, udp_port: int, cert: _Certificate) -> None:
-    url = (
-        None if host in _WILDCARD_HOSTS else f"https://{_display_host(host)}:{udp_port}{ECHO_PATH}"
-    )
+    base = None if host in _WILDCARD_HOSTS else f"https://{_display_host(host)}:{udp_port}"
 
     def config_json() -> bytes:  # the hash of the certificate in use now (it rotates)
         config = {
-            "url": url,
+            "url": None if base is None else base + ECHO_PATH,
+            "chatUrl": None if base is None else base + CHAT_PATH,
             "port": udp_port,
             "path": ECHO_PATH,
+            "chatPath": CHAT_PATH,
             "certificateHash": cert.digest.hex(),
         }
         return json.dumps(config).encode()
 
     pages.add_get("/", demo_page())
     pages.add_get("/config.json", config_json, content_type="application/json")
+    pages.add_get(
+        "/pywebtransport/messaging.js", messaging_module(), content_type="text/javascript"
+    )
 
     async def on_report(report: Any) -> None:
         _say(f"REPORT {json.dumps(report, separators=(',', ':'))}")

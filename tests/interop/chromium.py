@@ -221,6 +221,7 @@ async def run_page(
     log_path: Path | None = None,
     extra_args: Sequence[str] = (),
     posts: dict[str, Callable[[Any], Awaitable[None]]] | None = None,
+    gets: dict[str, tuple[bytes, str]] | None = None,
 ) -> Any:
     """Serve ``html`` (with ``config`` at ``/config.json``) to a fresh headless Chromium.
 
@@ -235,6 +236,7 @@ async def run_page(
         extra_args: More Chromium flags.
         posts: More POST routes; the page's ``fetch`` resolves when the callback returns, so a
             callback can make the page wait for the test.
+        gets: More GET routes: path -> (body, content type), for example a script module.
 
     Returns:
         The JSON value the page POSTed to ``/report``.
@@ -254,5 +256,7 @@ async def run_page(
         pages.add_post("/log", on_log)
         for path, callback in (posts or {}).items():
             pages.add_post(path, callback)
+        for path, (body, content_type) in (gets or {}).items():
+            pages.add_get(path, body, content_type=content_type)
         async with Chromium(pages.url, log_path=log_path, extra_args=extra_args) as browser:
             return await browser.wait_for_post(pages, "/report", timeout=timeout, page_log=page_log)

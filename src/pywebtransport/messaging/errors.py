@@ -23,15 +23,18 @@ from ..exceptions import TimeoutError, WebTransportError
 
 
 class ErrorCode(IntEnum):
-    """Application error codes on channel streams (RESET_STREAM / STOP_SENDING)."""
+    """Application error codes on channel streams (RESET_STREAM / STOP_SENDING).
+
+    All within 0..255, the codes a browser page can send; 0xF0..0xFF are reserved for the protocol.
+    """
 
     CLOSED = 0x0
-    CHANNEL_UNKNOWN = 0x504D0001
-    CODEC_UNSUPPORTED = 0x504D0002
-    MESSAGE_TOO_LARGE = 0x504D0003
-    TRUNCATED = 0x504D0004
-    BAD_HELLO = 0x504D0005
-    CHANNEL_REFUSED = 0x504D0006
+    CHANNEL_UNKNOWN = 0xF1
+    CODEC_UNSUPPORTED = 0xF2
+    MESSAGE_TOO_LARGE = 0xF3
+    TRUNCATED = 0xF4
+    BAD_HELLO = 0xF5
+    CHANNEL_REFUSED = 0xF6
 
 
 class RpcErrorCode(IntEnum):

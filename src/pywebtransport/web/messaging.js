@@ -1,6 +1,6 @@
 // pywebtransport messaging for browsers: channels, datagram messages and JSON-RPC 2.0 over a
 // WebTransport session. It speaks version 1 of the message protocol (docs/messaging-protocol.md),
-// the same as the Python package pywebtransport.messaging.
+// like the Python package pywebtransport.messaging.
 //
 // A plain ES module without dependencies:
 //
@@ -13,24 +13,29 @@
 //   for await (const message of chat) console.log(message);
 //
 // Reading follows the application: a channel reads its stream only while someone waits in
-// receive(), so a slow reader leaves the bytes in the stream and the browser's flow control
-// slows the sender down. Codecs: "json" and "bytes" ("msgpack" is refused).
+// receive(), so a slow reader leaves the bytes in the stream and flow control slows the sender.
+// Codecs: "json" and "bytes" (a peer asking for "msgpack" is refused with CODEC_UNSUPPORTED).
+//
+// Stream error codes: a page can send only codes 0 to 255 (the WebTransport API's
+// streamErrorCode is an octet), so the protocol's own codes are 0xF1 to 0xF6 and 0xF0 to 0xFF are
+// reserved for it; Channel.abort(code) takes 0 to 239 for the application.
 
 const PREAMBLE = Uint8Array.of(0x50, 0x57, 0x4d, 0x01); // "PWM", version 1
 const DEFAULT_MAX_MESSAGE_SIZE = 1 << 20;
 const MAX_HELLO_SIZE = 4096;
 const MAX_CHANNEL_NAME = 256;
 const JSONRPC = "2.0";
+const CANCEL = "rpc.cancel";
 
 /** Application error codes on channel streams (RESET_STREAM / STOP_SENDING). */
 export const CODES = Object.freeze({
   CLOSED: 0,
-  CHANNEL_UNKNOWN: 0x504d0001,
-  CODEC_UNSUPPORTED: 0x504d0002,
-  MESSAGE_TOO_LARGE: 0x504d0003,
-  TRUNCATED: 0x504d0004,
-  BAD_HELLO: 0x504d0005,
-  CHANNEL_REFUSED: 0x504d0006,
+  CHANNEL_UNKNOWN: 0xf1,
+  CODEC_UNSUPPORTED: 0xf2,
+  MESSAGE_TOO_LARGE: 0xf3,
+  TRUNCATED: 0xf4,
+  BAD_HELLO: 0xf5,
+  CHANNEL_REFUSED: 0xf6,
 });
 
 /** JSON-RPC 2.0 error codes: the standard ones, and TOO_MANY_CALLS of this protocol. */
@@ -53,8 +58,8 @@ const REFUSALS = new Set([
 // ------------------------------------------------------------------------------------ errors
 
 /**
- * Base class of every error of this module.
- * `code` is a stream error code (see CODES) or a JSON-RPC code where one applies, else null.
+ * Base class of every error of this module. `code` is a stream error code (see CODES) or a
+ * JSON-RPC error code where one applies, else null.
  */
 export class MessagingError extends Error {
   constructor(message, { code = null, cause } = {}) {
@@ -65,27 +70,31 @@ export class MessagingError extends Error {
 }
 
 /**
- * The channel has ended: closed by either side, reset, or its session is gone.
- * `code` is the stream error code when known (null after a plain FIN or when the browser did
- * not tell); the async iterator of a channel ends quietly for null and CODES.CLOSED.
+ * The channel has ended: closed by either side, reset, or its session is gone. `code` is the
+ * stream error code when known: null after the peer's FIN (or when the browser did not say),
+ * CODES.CLOSED after a close, the peer's code after a reset or STOP_SENDING.
  */
 export class ChannelClosedError extends MessagingError {}
 
-/** The peer refused to open the channel; `code` says why (CHANNEL_UNKNOWN, ...). */
+/** The peer refused to open the channel; `code` says why (CHANNEL_UNKNOWN, CODEC_UNSUPPORTED, ...). */
 export class ChannelRefusedError extends ChannelClosedError {}
 
-/** A message is larger than the limit of the side that would receive it (nothing was sent). */
+/** A message is larger than the limit of the side that would receive it; nothing was sent. */
 export class MessageTooLargeError extends MessagingError {}
 
 /** One received message did not decode with the channel's codec; the channel goes on. */
 export class DecodeError extends MessagingError {}
 
-/** Nothing arrived in time (receive, accept, open). */
+/** Nothing arrived in time (receive, acceptChannel, openChannel). */
 export class MessagingTimeoutError extends MessagingError {}
 
 /**
  * A JSON-RPC error object: what call() rejects with when the peer answered with an error, and
- * what a method handler throws to send a particular error.
+ * what a method handler throws to answer with a particular error.
+ * @param {number} code the JSON-RPC error code (see RPC_ERRORS; applications use codes outside
+ *   -32768 to -32000).
+ * @param {string} message
+ * @param {*} [data] the optional `data` member.
  */
 export class RpcError extends MessagingError {
   constructor(code, message, data) {
@@ -99,34 +108,69 @@ export class RpcTimeoutError extends MessagingTimeoutError {}
 
 // ------------------------------------------------------------------------------------ helpers
 
+function ignore() {}
+
 function hex(code) {
   return `0x${code.toString(16).padStart(8, "0")}`;
 }
 
-/** The stream error code carried by a browser error, or null. */
+function tooLarge(what, limit) {
+  return new MessageTooLargeError(`${what} is over ${limit}`, { code: CODES.MESSAGE_TOO_LARGE });
+}
+
+/** Why a stream failed: the peer's code when the browser says it, else the browser's message. */
+function failureText(error, code, verb) {
+  return code === null ? String(error?.message ?? error) : `the peer ${verb} it with ${codeName(code)}`;
+}
+
+function codeName(code) {
+  return Object.keys(CODES).find((key) => CODES[key] === code) ?? hex(code);
+}
+
+/** The stream error code a browser error carries, or null. */
 function streamErrorCode(error) {
   const code = error?.streamErrorCode;
   return typeof code === "number" ? code : null;
 }
 
-/** An error for writer.abort() / reader.cancel() that makes the browser send `code`. */
-function streamError(code) {
-  if (typeof WebTransportError !== "function") {
-    return Object.assign(new Error(`stream error ${hex(code)}`), { streamErrorCode: code });
-  }
+/**
+ * A WebTransportError carrying `code`, for writer.abort() / reader.cancel(), or null if this
+ * browser cannot send that code (Chromium clamps streamErrorCode to 0-255).
+ */
+function carrying(code) {
   const message = `stream error ${hex(code)}`;
-  try {
-    const error = new WebTransportError({ message, streamErrorCode: code }); // Chromium
-    if (error.streamErrorCode === code) return error;
-  } catch {
-    // the current specification takes (message, options)
+  if (typeof WebTransportError !== "function") {
+    return Object.assign(new Error(message), { streamErrorCode: code }); // outside browsers
   }
-  return new WebTransportError(message, { streamErrorCode: code });
+  const attempts = [
+    () => new WebTransportError({ message, streamErrorCode: code }), // Chromium's form
+    () => new WebTransportError(message, { streamErrorCode: code }), // the specification's form
+  ];
+  for (const attempt of attempts) {
+    try {
+      const error = attempt();
+      if (error.streamErrorCode === code) return error;
+    } catch {
+      // the other form, then
+    }
+  }
+  return null;
 }
 
-function ignore() {}
+/** The abort/cancel reason that sends `code` (0 to 255), or null where the browser cannot. */
+function streamError(code) {
+  return carrying(code);
+}
 
-/** Resolve to `fallback` if `promise` has not settled within `ms` (the promise runs on). */
+/** A promise of the error `promise` rejects with, or of null if it resolves. */
+function failureOf(promise) {
+  return promise.then(
+    () => null,
+    (error) => error,
+  );
+}
+
+/** Resolve to `fallback` if `promise` did not settle within `ms` (the promise runs on). */
 function deadline(promise, ms, fallback) {
   let timer;
   const expiry = new Promise((resolve) => {
@@ -139,21 +183,25 @@ function isObject(value) {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-function concat(...parts) {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
-
 function frame(payload) {
   const out = new Uint8Array(4 + payload.length);
   new DataView(out.buffer).setUint32(0, payload.length);
   out.set(payload, 4);
   return out;
+}
+
+function prefixed(first, payload) {
+  const out = new Uint8Array(first.length + payload.length);
+  out.set(first);
+  out.set(payload, first.length);
+  return out;
+}
+
+function checkChannelName(name) {
+  const length = typeof name === "string" ? [...name].length : 0;
+  if (length === 0 || length > MAX_CHANNEL_NAME) {
+    throw new TypeError(`a channel name is a string of 1 to ${MAX_CHANNEL_NAME} characters`);
+  }
 }
 
 // ------------------------------------------------------------------------------------ codecs
@@ -181,9 +229,7 @@ function decodeJson(payload) {
 function toBytes(value) {
   if (value instanceof Uint8Array) return value;
   if (value instanceof ArrayBuffer) return new Uint8Array(value);
-  if (ArrayBuffer.isView(value)) {
-    return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  }
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
   throw new TypeError("the bytes codec sends a Uint8Array, an ArrayBuffer or a typed array");
 }
 
@@ -194,14 +240,15 @@ const CODECS = {
 const CODECS_BY_ID = [CODECS.bytes, CODECS.json];
 
 function codecNamed(name) {
-  const codec = Object.hasOwn(CODECS, name) ? CODECS[name] : undefined;
-  if (!codec) throw new TypeError(`codec ${JSON.stringify(name)} is not available here`);
-  return codec;
+  if (!Object.hasOwn(CODECS, name)) {
+    throw new TypeError(`codec ${JSON.stringify(name)} is not available here`);
+  }
+  return CODECS[name];
 }
 
 // ------------------------------------------------------------------------------------ reading
 
-/** A failure of the framing rules; `code` is what the stream is reset with. */
+/** A break of the framing rules; `code` is what the stream is reset with. */
 class FramingError extends Error {
   constructor(code, message) {
     super(message);
@@ -210,28 +257,23 @@ class FramingError extends Error {
 }
 
 /**
- * Bytes of one readable stream, read only on demand. A read in progress is shared, so a caller
- * that gave up waiting (a timeout) loses nothing: the next caller gets the same chunk.
+ * The bytes of one readable stream, read on demand. A read in progress is shared: a caller that
+ * stopped waiting (a timeout) loses nothing, the next caller gets the same chunk.
  */
 class ByteReader {
   constructor(reader) {
     this._reader = reader;
     this._chunks = [];
+    this._pending = null;
     this.size = 0;
     this.ended = false;
-    this._pending = null;
   }
 
-  /** Read one more chunk into the buffer; false at the end of the stream. */
+  /** Read one more chunk into the buffer; resolves false at the end of the stream. */
   pull() {
     if (this.ended) return Promise.resolve(false);
     this._pending ??= this._reader.read().then(
-      ({ value, done }) => {
-        this._pending = null;
-        if (done) this.ended = true;
-        else if (value.length > 0) this._chunks.push(value) && (this.size += value.length);
-        return !done;
-      },
+      (result) => this._took(result),
       (error) => {
         this._pending = null;
         throw error;
@@ -240,38 +282,46 @@ class ByteReader {
     return this._pending;
   }
 
-  /** Wait until `count` bytes are buffered; false if the stream ended first. */
-  async fill(count) {
+  _took({ value, done }) {
+    this._pending = null;
+    if (done) {
+      this.ended = true;
+    } else if (value.length > 0) {
+      this._chunks.push(value);
+      this.size += value.length;
+    }
+    return !done;
+  }
+
+  /** Wait until `count` bytes are buffered; false if the stream ended (or `signal` aborted) first. */
+  async fill(count, signal) {
     while (this.size < count) {
-      if (!(await this.pull())) return false;
+      if (signal?.aborted || !(await this.pull())) return false;
     }
     return true;
   }
 
-  /** The first `count` buffered bytes, removed from the buffer if `consume`. */
-  copy(count, consume = true) {
+  /** The first `count` buffered bytes (there must be that many), removed unless `keep`. */
+  take(count, keep = false) {
     const out = new Uint8Array(count);
     let offset = 0;
-    let index = 0;
-    while (offset < count) {
+    for (let index = 0; offset < count; index += keep ? 1 : 0) {
       const chunk = this._chunks[index];
       const part = chunk.subarray(0, Math.min(chunk.length, count - offset));
       out.set(part, offset);
       offset += part.length;
-      if (!consume) index += 1;
-      else if (part.length === chunk.length) this._chunks.shift();
+      if (keep) continue;
+      if (part.length === chunk.length) this._chunks.shift();
       else this._chunks[0] = chunk.subarray(part.length);
     }
-    if (consume) this.size -= count;
+    if (!keep) this.size -= count;
     return out;
   }
 
-  /** Everything buffered, removed from the buffer. */
-  drain() {
-    const chunks = this._chunks;
-    this._chunks = [];
-    this.size = 0;
-    return chunks;
+  /** True if the buffer starts with `prefix` (there must be that many bytes). */
+  startsWith(prefix) {
+    const head = this.take(prefix.length, true);
+    return prefix.every((byte, index) => head[index] === byte);
   }
 
   /**
@@ -283,15 +333,18 @@ class ByteReader {
       if (this.size === 0) return null;
       throw new FramingError(CODES.TRUNCATED, "the stream ended inside a frame's length");
     }
-    const length = new DataView(this.copy(4, false).buffer).getUint32(0);
+    const length = new DataView(this.take(4, true).buffer).getUint32(0);
     if (length > limit) {
-      throw new FramingError(CODES.MESSAGE_TOO_LARGE, `a frame of ${length} bytes is over the limit of ${limit}`);
+      throw new FramingError(
+        CODES.MESSAGE_TOO_LARGE,
+        `a frame of ${length} bytes is over the limit of ${limit}`,
+      );
     }
     if (!(await this.fill(4 + length))) {
       throw new FramingError(CODES.TRUNCATED, `the stream ended inside a frame of ${length} bytes`);
     }
-    this.copy(4);
-    return this.copy(length);
+    this.take(4);
+    return this.take(length);
   }
 
   cancel(reason) {
@@ -300,22 +353,25 @@ class ByteReader {
 
   /** A ReadableStream of the bytes still to come, starting with what is buffered. */
   toReadable() {
-    return new ReadableStream({
+    const source = {
       pull: async (controller) => {
-        if (this.size === 0 && !(await this.pull())) {
-          controller.close();
-          return;
+        while (this.size === 0) {
+          if (!(await this.pull())) return controller.close();
         }
-        for (const chunk of this.drain()) controller.enqueue(chunk);
+        const chunks = this._chunks;
+        this._chunks = [];
+        this.size = 0;
+        for (const chunk of chunks) controller.enqueue(chunk);
       },
       cancel: (reason) => this._reader.cancel(reason),
-    });
+    };
+    return new ReadableStream(source, { highWaterMark: 0 });
   }
 }
 
 /**
- * Hands out items produced by `readItem()` to receive() calls, one read per waiting caller.
- * An item is {value}, {error} (for that item only) or {end} (no more items, ever). A caller that
+ * Hands the items `readItem()` produces to receive() calls, reading only while a caller waits.
+ * An item is {value}, {error} (for that item only) or {end} (no more items). A caller that
  * times out leaves the read running; its item goes to the next caller.
  */
 class Puller {
@@ -328,7 +384,7 @@ class Puller {
   }
 
   next(timeoutMs, what) {
-    if (this._ready.length > 0) return settleItem(this._ready.shift());
+    if (this._ready.length > 0) return settle(this._ready.shift());
     if (this._end) return Promise.reject(this._end);
     return new Promise((resolve, reject) => {
       const waiter = { resolve, reject, timer: null };
@@ -343,8 +399,8 @@ class Puller {
     });
   }
 
-  /** No more items: waiting and later callers get `error` (`discard` drops items not taken). */
-  end(error, { discard = false } = {}) {
+  /** No more items: waiting and later callers get `error`; `discard` drops items not taken yet. */
+  end(error, discard = false) {
     this._end ??= error;
     if (discard) this._ready = [];
     for (const waiter of this._waiters.splice(0)) {
@@ -379,7 +435,7 @@ class Puller {
   }
 }
 
-function settleItem(item) {
+function settle(item) {
   return "error" in item ? Promise.reject(item.error) : Promise.resolve(item.value);
 }
 
@@ -387,12 +443,12 @@ function settleItem(item) {
 
 /**
  * One message channel over a bidirectional stream: ordered, reliable messages both ways.
- * Channels are made by Messenger.openChannel(), acceptChannel() and route().
+ * Made by Messenger.openChannel(), acceptChannel() and route(); not constructed directly.
  *
- * Properties: `name`, `codec` ("json" or "bytes"), `maxMessageSize` (this side's limit),
- * `peerMaxMessageSize` (the peer's), `closed` (true once it cannot carry messages any more), and
- * `stats` = {messagesSent, messagesReceived, bytesSent, bytesReceived, decodeErrors}, counting
- * payload bytes without framing.
+ * Properties: `name`; `codec` ("json" or "bytes"); `maxMessageSize` (this side's limit);
+ * `peerMaxMessageSize` (the peer's); `closed` (true once this side closed or aborted it, or it
+ * failed); `stats` = {messagesSent, messagesReceived, bytesSent, bytesReceived, decodeErrors}
+ * (payload bytes, without framing).
  */
 export class Channel {
   constructor({ name, codec, writer, bytes, maxMessageSize, peerMaxMessageSize }) {
@@ -405,29 +461,28 @@ export class Channel {
     this._writer = writer;
     this._bytes = bytes;
     this._sendError = null; // once set, every send rejects with it
-    this._localEnd = null; // set by close() or abort()
+    this._localEnd = null; // set by close(), abort() or a framing error
     this._onEnd = [];
     this._puller = new Puller(() => this._readItem());
   }
 
-  /** True once this side closed or aborted the channel, or it failed. */
   get closed() {
     return this._localEnd !== null || this._sendError !== null;
   }
 
   /**
-   * Send one message; resolves when the stream's writer took it (the writer's backpressure).
-   * Concurrent sends are written whole, in call order.
-   * @throws {MessageTooLargeError} over the peer's max_message_size (the channel goes on).
+   * Send one message; resolves when the stream's writer has taken it (the writer's
+   * backpressure). Concurrent sends are written whole, in call order, by the one writer.
+   * @throws {MessageTooLargeError} over the peer's max_message_size (nothing sent; the channel goes on).
    * @throws {TypeError} the codec cannot encode `value`.
    * @throws {ChannelClosedError} the channel has ended (`code`: the peer's STOP_SENDING code).
    */
   async send(value) {
     const payload = this._codec.encode(value);
     if (payload.length > this.peerMaxMessageSize) {
-      throw new MessageTooLargeError(
-        `a message of ${payload.length} bytes is over the peer's limit of ${this.peerMaxMessageSize}`,
-        { code: CODES.MESSAGE_TOO_LARGE },
+      throw tooLarge(
+        `a message of ${payload.length} bytes`,
+        `the peer's limit of ${this.peerMaxMessageSize}`,
       );
     }
     if (this._sendError) throw this._sendError;
@@ -441,21 +496,20 @@ export class Channel {
   }
 
   /**
-   * The next message. Callers waiting at the same time get successive messages in call order.
-   * @param {{timeoutMs?: number}} options
+   * The next message. Callers waiting at the same time get successive messages, in call order.
+   * @param {{timeoutMs?: number}} [options]
    * @throws {ChannelClosedError} after the peer's FIN (code null), a reset (its code), a local
-   *   close or abort, or a framing error (code TRUNCATED or MESSAGE_TOO_LARGE; the channel was
-   *   reset).
+   *   close or abort, or a framing error (TRUNCATED or MESSAGE_TOO_LARGE; the channel was reset).
    * @throws {DecodeError} this message did not decode; the next call gets the next message.
-   * @throws {MessagingTimeoutError} nothing within timeoutMs.
+   * @throws {MessagingTimeoutError} nothing within timeoutMs (nothing is lost).
    */
   receive({ timeoutMs } = {}) {
     return this._puller.next(timeoutMs, `receive on channel "${this.name}"`);
   }
 
   /**
-   * Messages until the channel ends normally (the peer's FIN, a close, code 0, session end);
-   * other ends and a DecodeError are thrown (iterating again goes on after a DecodeError).
+   * The messages until the channel ends normally (the peer's FIN, a close, code 0, the session's
+   * end). Other ends, and a DecodeError, are thrown (iterating again goes on after a DecodeError).
    */
   async *[Symbol.asyncIterator]() {
     for (;;) {
@@ -463,7 +517,9 @@ export class Channel {
       try {
         message = await this.receive();
       } catch (error) {
-        if (error instanceof ChannelClosedError && (error.code === null || error.code === CODES.CLOSED)) return;
+        if (error instanceof ChannelClosedError && (error.code === null || error.code === CODES.CLOSED)) {
+          return;
+        }
         throw error;
       }
       yield message;
@@ -471,40 +527,53 @@ export class Channel {
   }
 
   /**
-   * Close: FIN on our direction after the messages already sent, STOP_SENDING (code 0) on the
-   * peer's. Messages the peer still had in flight are discarded. Idempotent.
+   * Close: FIN on our direction after the messages already sent, STOP_SENDING with code 0 on
+   * the peer's. Messages the peer still had in flight are discarded. Idempotent.
    */
   async close() {
     if (this._localEnd) return;
-    this._finish(new ChannelClosedError(`channel "${this.name}" was closed`, { code: CODES.CLOSED }));
+    this._finish(new ChannelClosedError(`channel "${this.name}" was closed`, { code: CODES.CLOSED }), true);
     const closing = this._writer.close().catch(ignore);
     await this._bytes.cancel(streamError(CODES.CLOSED));
     await closing;
   }
 
-  /** Abort: reset our direction and stop the peer's, both with `code` (default 0). */
+  /**
+   * Abort: reset our direction and stop the peer's, both with `code` (default 0).
+   * @throws {RangeError} this browser cannot send `code` (Chromium sends 0 to 255 only).
+   */
   async abort(code = CODES.CLOSED) {
+    if (!Number.isInteger(code) || code < 0 || code > 0xffffffff || carrying(code) === null) {
+      throw new RangeError(`this browser cannot send the stream error code ${code}`);
+    }
     if (this._localEnd) return;
-    this._finish(new ChannelClosedError(`channel "${this.name}" was aborted with code ${hex(code)}`, { code }));
+    this._finish(
+      new ChannelClosedError(`channel "${this.name}" was aborted with ${codeName(code)}`, { code }),
+      true,
+    );
     await this._resetBoth(code);
   }
 
-  _finish(error) {
+  _finish(error, discard) {
     this._localEnd = error;
     this._sendError ??= error;
-    this._puller.end(error, { discard: true });
+    this._puller.end(error, discard);
     for (const callback of this._onEnd.splice(0)) callback(this);
   }
 
   _resetBoth(code) {
-    return Promise.all([this._writer.abort(streamError(code)).catch(ignore), this._bytes.cancel(streamError(code))]);
+    const resetting = this._writer.abort(streamError(code)).catch(ignore);
+    return Promise.all([resetting, this._bytes.cancel(streamError(code))]);
   }
 
   _sendFailed(error) {
     if (!this._sendError) {
       const code = streamErrorCode(error);
-      const why = code === null ? String(error?.message ?? error) : `the peer stopped it with code ${hex(code)}`;
-      this._sendError = new ChannelClosedError(`channel "${this.name}" cannot send: ${why}`, { code, cause: error });
+      const why = failureText(error, code, "stopped");
+      this._sendError = new ChannelClosedError(`channel "${this.name}" cannot send: ${why}`, {
+        code,
+        cause: error,
+      });
     }
     return this._sendError;
   }
@@ -530,21 +599,23 @@ export class Channel {
       return { value };
     } catch (cause) {
       this.stats.decodeErrors += 1;
-      const message = `channel "${this.name}": a ${this.codec} message of ${payload.length} bytes did not decode`;
-      return { error: new DecodeError(message, { cause }) };
+      const what = `a ${this.codec} message of ${payload.length} bytes did not decode`;
+      return { error: new DecodeError(`channel "${this.name}": ${what}`, { cause }) };
     }
   }
 
   _readFailed(error) {
     if (this._localEnd) return this._localEnd;
     if (error instanceof FramingError) {
-      const failure = new ChannelClosedError(`channel "${this.name}": ${error.message}`, { code: error.code });
-      this._finish(failure);
+      const failure = new ChannelClosedError(`channel "${this.name}": ${error.message}`, {
+        code: error.code,
+      });
+      this._finish(failure, false);
       this._resetBoth(error.code);
       return failure;
     }
     const code = streamErrorCode(error);
-    const why = code === null ? String(error?.message ?? error) : `the peer reset it with code ${hex(code)}`;
+    const why = failureText(error, code, "reset");
     return new ChannelClosedError(`channel "${this.name}" ended: ${why}`, { code, cause: error });
   }
 }
@@ -552,9 +623,9 @@ export class Channel {
 // ------------------------------------------------------------------------------------ datagrams
 
 /**
- * Messages over the session's datagrams: `codec id (1 byte) + payload`, unreliable and unordered.
+ * Messages over the session's datagrams: `codec id (1 byte) + payload`, unreliable, unordered.
  * Invalid datagrams (empty, unknown codec, undecodable) are dropped and counted.
- * `stats` = {sent, received, droppedInvalid}.
+ * `stats` = {sent, received, droppedInvalid}; `maxMessageSize` = the largest payload that fits.
  */
 export class DatagramMessages {
   constructor(wt) {
@@ -565,7 +636,6 @@ export class DatagramMessages {
     this._puller = new Puller(() => this._readItem());
   }
 
-  /** The largest payload one datagram message can carry (null if the browser does not say). */
   get maxMessageSize() {
     const limit = this._wt.datagrams.maxDatagramSize;
     return typeof limit === "number" ? Math.max(0, limit - 1) : null;
@@ -573,7 +643,8 @@ export class DatagramMessages {
 
   /**
    * Send one message in one datagram (it may be lost).
-   * @param {{codec?: "json" | "bytes"}} options
+   * @param {*} value a JSON value, or bytes with codec "bytes".
+   * @param {{codec?: "json"|"bytes"}} [options]
    * @throws {MessageTooLargeError} the datagram would exceed the session's datagram size limit.
    */
   async send(value, { codec = "json" } = {}) {
@@ -581,19 +652,18 @@ export class DatagramMessages {
     const payload = chosen.encode(value);
     const limit = this.maxMessageSize;
     if (limit !== null && payload.length > limit) {
-      throw new MessageTooLargeError(`a datagram message of ${payload.length} bytes does not fit (limit ${limit})`, {
-        code: CODES.MESSAGE_TOO_LARGE,
-      });
+      throw tooLarge(`a datagram message of ${payload.length} bytes`, `the datagram limit of ${limit}`);
     }
     this._writer ??= this._wt.datagrams.writable.getWriter();
-    await this._writer.write(concat(Uint8Array.of(chosen.id), payload));
+    await this._writer.write(prefixed(Uint8Array.of(chosen.id), payload));
     this.stats.sent += 1;
   }
 
   /**
    * The next valid datagram message (a Uint8Array for the bytes codec).
+   * @param {{timeoutMs?: number}} [options]
    * @throws {MessagingTimeoutError} none within timeoutMs.
-   * @throws {ChannelClosedError} the session's datagrams ended.
+   * @throws {ChannelClosedError} the session's datagrams ended (or the messenger was closed).
    */
   receive({ timeoutMs } = {}) {
     return this._puller.next(timeoutMs, "datagram receive");
@@ -615,8 +685,13 @@ export class DatagramMessages {
 
   _close() {
     this._puller.end(new ChannelClosedError("the messenger is closed", { code: CODES.CLOSED }));
-    this._reader?.cancel().catch(ignore);
-    this._writer?.close().catch(ignore);
+    for (const lock of [this._reader, this._writer]) {
+      try {
+        lock?.releaseLock();
+      } catch {
+        // still in use: the session's end releases it
+      }
+    }
   }
 
   async _readItem() {
@@ -636,14 +711,14 @@ export class DatagramMessages {
 
   _decode(data) {
     const codec = data.length > 0 ? CODECS_BY_ID[data[0]] : undefined;
-    try {
-      if (codec) {
+    if (codec) {
+      try {
         const value = codec.decode(data.subarray(1));
         this.stats.received += 1;
         return { value };
+      } catch {
+        // an undecodable payload is dropped like an unknown codec
       }
-    } catch {
-      // counted below
     }
     this.stats.droppedInvalid += 1;
     return null;
@@ -652,64 +727,114 @@ export class DatagramMessages {
 
 // ------------------------------------------------------------------------------------ messenger
 
-/** The hello of an opener, checked; throws on anything malformed. */
+/** The opener's hello, checked; throws on anything malformed. */
 function parseHello(payload) {
   const hello = decodeJson(payload);
   if (!isObject(hello)) throw new TypeError("the hello is not a JSON object");
-  const { channel, codec } = hello;
-  const nameLength = typeof channel === "string" ? [...channel].length : 0;
-  if (nameLength === 0 || nameLength > MAX_CHANNEL_NAME) throw new TypeError("bad channel name");
-  if (typeof codec !== "string") throw new TypeError("bad codec");
-  return { channel, codec, maxMessageSize: parseLimit(hello.max_message_size) };
+  checkChannelName(hello.channel);
+  if (typeof hello.codec !== "string") throw new TypeError("the hello names no codec");
+  return { channel: hello.channel, codec: hello.codec, maxMessageSize: parseLimit(hello.max_message_size) };
 }
 
-/** The accept frame of an acceptor for a channel opened with `codec`. */
+/** The acceptor's answer to a hello naming `codec`; throws on anything malformed. */
 function parseAccept(payload, codec) {
   const accept = decodeJson(payload);
-  if (!isObject(accept) || accept.codec !== codec) throw new TypeError("bad accept frame");
+  if (!isObject(accept) || accept.codec !== codec) {
+    throw new TypeError(`the accept frame does not name ${codec}`);
+  }
   return { maxMessageSize: parseLimit(accept.max_message_size) };
 }
 
 function parseLimit(value) {
-  if (value === undefined || value === null) return DEFAULT_MAX_MESSAGE_SIZE;
+  if (value === undefined) return DEFAULT_MAX_MESSAGE_SIZE;
   if (!Number.isSafeInteger(value) || value < 0) throw new TypeError("bad max_message_size");
   return value;
 }
 
-function checkChannelName(name) {
-  const length = typeof name === "string" ? [...name].length : 0;
-  if (length === 0 || length > MAX_CHANNEL_NAME) {
-    throw new TypeError(`a channel name is a string of 1 to ${MAX_CHANNEL_NAME} characters`);
-  }
-}
-
-/** Reset the stream's writable and stop its readable, both with `code`. */
-function refuse(stream, bytes, code) {
-  stream.writable.abort(streamError(code)).catch(ignore);
+/** Reset a stream's sending side (`sink`: its writable or writer) and stop its receiving side. */
+function resetBoth(sink, bytes, code) {
+  sink.abort(streamError(code)).catch(ignore);
   bytes.cancel(streamError(code));
 }
 
+function refuse(stream, bytes, code) {
+  resetBoth(stream.writable, bytes, code);
+}
+
+/** Streams waiting to be taken, at most `limit`; iterators and producers wait on it. */
+class StreamQueue {
+  constructor(limit) {
+    this.limit = limit;
+    this._items = [];
+    this._wake = [];
+  }
+
+  get full() {
+    return this._items.length >= this.limit;
+  }
+
+  push(item) {
+    if (this.full) return false;
+    this._items.push(item);
+    this._notify();
+    return true;
+  }
+
+  shift() {
+    const item = this._items.shift();
+    this._notify();
+    return item;
+  }
+
+  get length() {
+    return this._items.length;
+  }
+
+  /** Resolves on the next push, shift or wakeAll(). */
+  changed() {
+    return new Promise((resolve) => this._wake.push(resolve));
+  }
+
+  _notify() {
+    for (const wake of this._wake.splice(0)) wake();
+  }
+
+  wakeAll() {
+    this._notify();
+  }
+}
+
 /**
- * The message layer of one WebTransport session: channels by name, plain streams beside them,
- * datagram messages and RPC. It takes over the session's incoming bidirectional streams.
+ * The message layer of one WebTransport session: named channels, the plain streams beside them,
+ * datagram messages and RPC. It takes over the session's incoming bidirectional streams (and its
+ * incoming unidirectional ones once incomingStreams() is called).
  *
  * Peer-opened channels are routed by name: a name registered with route() is accepted and its
- * handler runs; otherwise a name that acceptChannel() may take (any name while no route is
- * registered and `channels` is null, else only the names listed in `channels`) waits, at most
- * `maxPendingChannels` of them, until accepted; anything else is refused (CHANNEL_UNKNOWN, a full
- * queue CHANNEL_REFUSED, a codec other than json/bytes CODEC_UNSUPPORTED, a bad hello BAD_HELLO).
+ * handler runs; a name that acceptChannel() may take (any name while no route is registered and
+ * `channels` is null, else only the names in `channels`) waits, at most `maxPendingChannels`
+ * of them, until accepted; anything else is refused: an unknown name with CHANNEL_UNKNOWN, a
+ * full queue with CHANNEL_REFUSED, a codec other than json and bytes with CODEC_UNSUPPORTED, a
+ * malformed or late hello with BAD_HELLO.
  */
 export class Messenger {
   /**
-   * @param {WebTransport} wt a session (ready or not).
-   * @param {object} options
+   * @param {WebTransport} wt the session (ready or not).
+   * @param {object} [options]
    * @param {number} [options.maxMessageSize] the largest message this side accepts (bytes).
    * @param {string[]|null} [options.channels] names acceptChannel() may take once routes exist.
    * @param {number} [options.helloTimeoutMs] how long a peer stream may take to show its hello.
-   * @param {number} [options.maxPendingChannels] peer channels (and plain streams) waiting to be
-   *   taken, at most; more are refused with CHANNEL_REFUSED.
+   * @param {number} [options.maxPendingChannels] peer channels (and, separately, plain streams)
+   *   waiting to be taken, at most; more are refused with CHANNEL_REFUSED.
    */
-  constructor(wt, { maxMessageSize = DEFAULT_MAX_MESSAGE_SIZE, channels = null, helloTimeoutMs = 10000, maxPendingChannels = 16 } = {}) {
+  constructor(
+    wt,
+    {
+      maxMessageSize = DEFAULT_MAX_MESSAGE_SIZE,
+      channels = null,
+      helloTimeoutMs = 10000,
+      maxPendingChannels = 16,
+    } = {},
+  ) {
     this._wt = wt;
     this._maxMessageSize = maxMessageSize;
     this._allowed = channels === null ? null : new Set(channels);
@@ -718,11 +843,10 @@ export class Messenger {
     this._routes = new Map();
     this._pending = []; // peer channels not accepted yet: {stream, bytes, hello}
     this._acceptors = []; // acceptChannel() calls waiting: {name, resolve, reject, timer}
-    this._plain = []; // plain streams not taken yet
-    this._plainWaiters = [];
+    this._plain = new StreamQueue(maxPendingChannels);
     this._open = new Set();
-    this._ended = null; // the error for waiters once the session or messenger ended
-    this._uniStarted = false;
+    this._ended = null; // the error for callers once the session or the messenger ended
+    this._uniReader = null;
     /** @type {DatagramMessages} messages over the session's datagrams. */
     this.datagrams = new DatagramMessages(wt);
     this._bidiReader = wt.incomingBidirectionalStreams.getReader();
@@ -730,54 +854,54 @@ export class Messenger {
   }
 
   /**
-   * Open a channel; resolves once the peer accepted it.
+   * Open a channel; resolves once the peer has accepted it.
    * @param {string} name the channel's name (1 to 256 characters).
-   * @param {{codec?: "json"|"bytes", timeoutMs?: number}} options
+   * @param {{codec?: "json"|"bytes", timeoutMs?: number}} [options]
    * @returns {Promise<Channel>}
    * @throws {ChannelRefusedError} the peer refused it (`code`: CHANNEL_UNKNOWN, ...).
-   * @throws {ChannelClosedError} the stream failed before the accept frame.
+   * @throws {ChannelClosedError} the stream or the session failed before the accept frame.
    * @throws {MessagingTimeoutError} not accepted within timeoutMs (the stream is aborted).
    */
   async openChannel(name, { codec = "json", timeoutMs } = {}) {
     checkChannelName(name);
     const chosen = codecNamed(codec);
     if (this._ended) throw this._ended;
-    const stream = await this._wt.createBidirectionalStream();
+    const stream = await this._createStream();
     const writer = stream.writable.getWriter();
     const hello = encodeJson({ channel: name, codec: chosen.name, max_message_size: this._maxMessageSize });
-    const wrote = writer.write(concat(PREAMBLE, frame(hello)));
+    const wrote = writer.write(prefixed(PREAMBLE, frame(hello)));
     wrote.catch(ignore);
     const bytes = new ByteReader(stream.readable.getReader());
-    const waited = this._readAccept(bytes, name, chosen.name);
-    const accept = await (timeoutMs == null ? waited : deadline(waited, timeoutMs, null));
-    if (accept === null) {
-      writer.abort(streamError(CODES.CLOSED)).catch(ignore);
-      bytes.cancel(streamError(CODES.CLOSED));
-      throw new MessagingTimeoutError(`channel "${name}" was not accepted within ${timeoutMs} ms`);
-    }
-    if (accept.error) throw await this._openFailed(accept.error, { name, writer, bytes, wrote });
-    const channel = new Channel({ name, codec: chosen, writer, bytes, maxMessageSize: this._maxMessageSize, peerMaxMessageSize: accept.maxMessageSize });
-    return this._track(channel);
+    const waiting = readAccept(bytes, chosen.name);
+    const accept = await (timeoutMs == null ? waiting : deadline(waiting, timeoutMs, null));
+    const opening = { name, writer, bytes, wrote };
+    if (accept === null) throw this._openTimedOut(opening, timeoutMs);
+    if (accept.error) throw await this._openFailed(opening, accept.error);
+    return this._channel({ name, codec: chosen, writer, bytes, peerMaxMessageSize: accept.maxMessageSize });
   }
 
   /**
    * The next channel the peer opened (with that name, if given), accepted now.
-   * @param {string|null} name
-   * @param {{timeoutMs?: number}} options
+   * @param {string|null} [name]
+   * @param {{timeoutMs?: number}} [options]
    * @returns {Promise<Channel>}
    * @throws {MessagingTimeoutError} none within timeoutMs.
    * @throws {ChannelClosedError} the session ended or the messenger was closed.
    */
-  acceptChannel(name = null, { timeoutMs } = {}) {
+  async acceptChannel(name = null, { timeoutMs } = {}) {
     const index = this._pending.findIndex((pending) => name === null || pending.hello.channel === name);
-    if (index >= 0) return Promise.resolve(this._adopt(this._pending.splice(index, 1)[0]));
-    if (this._ended) return Promise.reject(this._ended);
+    if (index >= 0) return this._adopt(this._pending.splice(index, 1)[0]);
+    if (this._ended) throw this._ended;
     return new Promise((resolve, reject) => {
       const acceptor = { name, resolve, reject, timer: null };
       if (timeoutMs != null) {
         acceptor.timer = setTimeout(() => {
           this._acceptors = this._acceptors.filter((other) => other !== acceptor);
-          reject(new MessagingTimeoutError(`no channel ${JSON.stringify(name ?? "")} opened within ${timeoutMs} ms`));
+          reject(
+            new MessagingTimeoutError(
+              `no channel ${JSON.stringify(name ?? "")} opened within ${timeoutMs} ms`,
+            ),
+          );
         }, timeoutMs);
       }
       this._acceptors.push(acceptor);
@@ -785,13 +909,15 @@ export class Messenger {
   }
 
   /**
-   * Call `handler(channel)` for every channel of that name the peer opens. When the promise the
-   * handler returns settles, the channel is closed (aborted with code 0 if it rejected), so a
-   * handler that keeps a channel awaits the end of its conversation.
+   * Run `handler(channel)` for every channel of that name the peer opens. When the handler's
+   * promise settles, the channel is closed (aborted with code 0 if it rejected): a handler that
+   * keeps a conversation going awaits its end (for example `await rpcPeer.closed`).
    * Once a route exists, names neither routed nor listed in `channels` are refused.
+   * @returns {Messenger} this messenger.
    */
   route(name, handler) {
     checkChannelName(name);
+    if (typeof handler !== "function") throw new TypeError("a route handler is a function");
     this._routes.set(name, handler);
     return this;
   }
@@ -800,77 +926,93 @@ export class Messenger {
    * The peer's streams that are not channels, bytes intact: bidirectional ones without the
    * preamble as {readable, writable, bidirectional: true}, unidirectional ones as
    * {readable, writable: null, bidirectional: false}. Ends when the session or messenger ends.
+   * Unidirectional streams are read from the session only while there is room in the queue.
    */
   async *incomingStreams() {
     this._startUni();
     for (;;) {
-      if (this._plain.length > 0) {
-        yield this._plain.shift();
-        continue;
-      }
-      if (this._ended) return;
-      await new Promise((resolve) => this._plainWaiters.push(resolve));
+      if (this._plain.length > 0) yield this._plain.shift();
+      else if (this._ended) return;
+      else await this._plain.changed();
     }
   }
 
   /**
-   * Open (or, with open=false, accept) an RPC channel and wrap it in an RpcPeer.
-   * @param {{name?: string, open?: boolean, codec?: "json", timeoutMs?: number}} options plus the
-   *   RpcPeer options (methods, maxPendingCalls, maxConcurrentHandlers, exposeErrors).
+   * Open (or, with open=false, accept) a channel for JSON-RPC and wrap it in an RpcPeer.
+   * @param {object} [options] `name` ("rpc"), `open` (true), `codec` ("json", the only one
+   *   here), `timeoutMs`, and the RpcPeer options (methods, maxPendingCalls,
+   *   maxConcurrentHandlers, exposeErrors).
    * @returns {Promise<RpcPeer>}
    */
   async rpc({ name = "rpc", open = true, codec = "json", timeoutMs, ...options } = {}) {
     if (codec !== "json") throw new TypeError("RPC in the browser uses the json codec");
-    const channel = open ? await this.openChannel(name, { codec, timeoutMs }) : await this.acceptChannel(name, { timeoutMs });
+    const channel = open
+      ? await this.openChannel(name, { codec, timeoutMs })
+      : await this.acceptChannel(name, { timeoutMs });
     return new RpcPeer(channel, options);
   }
 
-  /** Close every channel of this messenger, refuse waiting ones and stop reading (not the session). */
-  close() {
+  /** Close every channel of this messenger, refuse the waiting ones, stop reading. Not the session. */
+  async close() {
     this._end(new ChannelClosedError("the messenger is closed", { code: CODES.CLOSED }));
-    for (const channel of [...this._open]) channel.close();
     this.datagrams._close();
+    for (const reader of [this._bidiReader, this._uniReader]) {
+      try {
+        reader?.releaseLock(); // rejects the pending read: the loops end
+      } catch {
+        reader.cancel().catch(ignore);
+      }
+    }
+    await Promise.all([...this._open].map((channel) => channel.close()));
+  }
+
+  // ---------------------------------------------------------------------------- opening
+
+  async _createStream() {
     try {
-      this._bidiReader.releaseLock();
-    } catch {
-      this._bidiReader.cancel().catch(ignore);
-    }
-    this._uniReader?.cancel().catch(ignore);
-  }
-
-  // ---------------------------------------------------------------------------- internals
-
-  async _readAccept(bytes, name, codec) {
-    try {
-      const payload = await bytes.readFrame(MAX_HELLO_SIZE);
-      if (payload === null) throw new FramingError(null, `channel "${name}" ended before it was accepted`);
-      return parseAccept(payload, codec);
-    } catch (error) {
-      return { error };
+      return await this._wt.createBidirectionalStream();
+    } catch (cause) {
+      throw new ChannelClosedError(`cannot open a stream: ${cause?.message ?? cause}`, { cause });
     }
   }
 
-  async _openFailed(error, { name, writer, bytes, wrote }) {
-    let code = error instanceof FramingError ? error.code : streamErrorCode(error);
-    if (error instanceof TypeError || error instanceof SyntaxError) code = CODES.BAD_HELLO;
-    if (code === null) code = streamErrorCode(await wrote.then(() => null, (writeError) => writeError));
-    if (code !== null && code !== CODES.CLOSED && !(error instanceof FramingError && error.code === null)) {
-      writer.abort(streamError(code)).catch(ignore);
-      bytes.cancel(streamError(code));
-    }
-    if (REFUSALS.has(code) && !(error instanceof TypeError || error instanceof SyntaxError)) {
-      const reason = Object.keys(CODES).find((key) => CODES[key] === code);
-      return new ChannelRefusedError(`the peer refused channel "${name}": ${reason}`, { code, cause: error });
-    }
-    return new ChannelClosedError(`channel "${name}" could not be opened: ${error.message}`, { code, cause: error });
+  _openTimedOut({ name, writer, bytes }, timeoutMs) {
+    resetBoth(writer, bytes, CODES.CLOSED);
+    return new MessagingTimeoutError(`channel "${name}" was not accepted within ${timeoutMs} ms`);
   }
 
-  _track(channel) {
+  /** The error for an opening that failed before the accept frame (a refusal, most often). */
+  async _openFailed({ name, writer, bytes, wrote }, error) {
+    if (error instanceof FramingError || error instanceof TypeError || error instanceof SyntaxError) {
+      const code = error.code === null ? CODES.CLOSED : CODES.BAD_HELLO; // FIN before the accept: CLOSED
+      resetBoth(writer, bytes, code);
+      return new ChannelClosedError(`channel "${name}" could not be opened: ${error.message}`, {
+        code,
+        cause: error,
+      });
+    }
+    // A refusal resets the peer's direction and stops ours; the code may show on either side.
+    const writeError = await deadline(failureOf(wrote), 100, null);
+    const code = streamErrorCode(error) ?? streamErrorCode(writeError);
+    writer.abort(streamError(code ?? CODES.CLOSED)).catch(ignore);
+    if (REFUSALS.has(code)) {
+      const message = `the peer refused channel "${name}": ${codeName(code)}`;
+      return new ChannelRefusedError(message, { code, cause: error });
+    }
+    const why = failureText(error, code, "reset");
+    return new ChannelClosedError(`channel "${name}" could not be opened: ${why}`, { code, cause: error });
+  }
+
+  /** A new channel of this messenger (closed by close()). */
+  _channel(options) {
+    const channel = new Channel({ ...options, maxMessageSize: this._maxMessageSize });
     this._open.add(channel);
     channel._onEnd.push((ended) => this._open.delete(ended));
     if (this._ended) channel.close();
     return channel;
   }
+
+  // ---------------------------------------------------------------------------- accepting
 
   /** Accept a waiting peer channel: write the accept frame and hand the channel out. */
   _adopt({ stream, bytes, hello }) {
@@ -878,8 +1020,13 @@ export class Messenger {
     const accept = encodeJson({ codec: hello.codec, max_message_size: this._maxMessageSize });
     writer.write(frame(accept)).catch(ignore);
     const codec = codecNamed(hello.codec);
-    const channel = new Channel({ name: hello.channel, codec, writer, bytes, maxMessageSize: this._maxMessageSize, peerMaxMessageSize: hello.maxMessageSize });
-    return this._track(channel);
+    return this._channel({
+      name: hello.channel,
+      codec,
+      writer,
+      bytes,
+      peerMaxMessageSize: hello.maxMessageSize,
+    });
   }
 
   async _acceptStreams() {
@@ -896,69 +1043,52 @@ export class Messenger {
   }
 
   _startUni() {
-    if (this._uniStarted || this._ended) return;
-    this._uniStarted = true;
+    if (this._uniReader || this._ended) return;
     this._uniReader = this._wt.incomingUnidirectionalStreams.getReader();
     this._acceptUni().catch(ignore);
   }
 
-  /** Take the peer's unidirectional streams while there is room for them (flow control waits). */
+  /** Take the peer's unidirectional streams while the queue has room (the browser holds the rest). */
   async _acceptUni() {
     while (!this._ended) {
-      if (this._plain.length >= this._maxPending) {
-        await new Promise((resolve) => setTimeout(resolve, 50));
+      if (this._plain.full) {
+        await this._plain.changed();
         continue;
       }
       const { value: readable, done } = await this._uniReader.read();
       if (done) return;
-      this._queuePlain({ readable, writable: null, bidirectional: false });
+      this._plain.push({ readable, writable: null, bidirectional: false });
     }
   }
 
-  _queuePlain(stream) {
-    if (this._plain.length >= this._maxPending) return false;
-    this._plain.push(stream);
-    for (const wake of this._plainWaiters.splice(0)) wake();
-    return true;
-  }
-
-  /** A peer bidirectional stream: a channel (route, queue or refuse) or a plain stream. */
+  /** A peer's bidirectional stream: a channel (routed, queued or refused) or a plain stream. */
   async _classify(stream) {
     const bytes = new ByteReader(stream.readable.getReader());
-    const shown = await deadline(bytes.fill(PREAMBLE.length), this._helloTimeoutMs, false).catch(() => false);
-    if (!shown || !PREAMBLE.every((byte, index) => bytes.copy(PREAMBLE.length, false)[index] === byte)) {
+    const quiet = new AbortController();
+    const shown = await deadline(
+      bytes.fill(PREAMBLE.length, quiet.signal),
+      this._helloTimeoutMs,
+      false,
+    ).catch(() => null);
+    quiet.abort(); // a quiet stream's sniffing stops after its current read
+    if (shown === null) return; // reset before it showed anything: nothing to hand over
+    if (!shown || !bytes.startsWith(PREAMBLE)) {
       const plain = { readable: bytes.toReadable(), writable: stream.writable, bidirectional: true };
-      if (!this._queuePlain(plain)) refuse(stream, bytes, CODES.CHANNEL_REFUSED);
+      if (!this._plain.push(plain)) refuse(stream, bytes, CODES.CHANNEL_REFUSED);
       return;
     }
-    bytes.copy(PREAMBLE.length);
-    const hello = await deadline(this._readHello(bytes), this._helloTimeoutMs, null);
-    if (hello === null) {
-      refuse(stream, bytes, CODES.BAD_HELLO);
-      return;
-    }
-    this._route({ stream, bytes, hello });
-  }
-
-  async _readHello(bytes) {
-    try {
-      const payload = await bytes.readFrame(MAX_HELLO_SIZE);
-      return payload === null ? null : parseHello(payload);
-    } catch {
-      return null;
-    }
+    bytes.take(PREAMBLE.length);
+    const hello = await deadline(readHello(bytes), this._helloTimeoutMs, null);
+    if (hello === null) refuse(stream, bytes, CODES.BAD_HELLO);
+    else this._route({ stream, bytes, hello });
   }
 
   _route(pending) {
     const { channel, codec } = pending.hello;
     const refusal = this._refusal(channel, codec);
-    if (refusal !== null) {
-      refuse(pending.stream, pending.bytes, refusal);
-    } else if (this._routes.has(channel)) {
-      this._runRoute(this._routes.get(channel), this._adopt(pending));
-    } else {
-      this._offer(pending);
-    }
+    if (refusal !== null) refuse(pending.stream, pending.bytes, refusal);
+    else if (this._routes.has(channel)) this._runRoute(this._routes.get(channel), this._adopt(pending));
+    else this._offer(pending);
   }
 
   _refusal(name, codec) {
@@ -969,9 +1099,10 @@ export class Messenger {
     return listed ? null : CODES.CHANNEL_UNKNOWN;
   }
 
-  /** Give a peer channel to a waiting acceptChannel() call, or queue it. */
+  /** Hand a peer channel to a waiting acceptChannel() call, or queue it. */
   _offer(pending) {
-    const acceptor = this._acceptors.find((waiting) => waiting.name === null || waiting.name === pending.hello.channel);
+    const name = pending.hello.channel;
+    const acceptor = this._acceptors.find((waiting) => waiting.name === null || waiting.name === name);
     if (acceptor) {
       this._acceptors = this._acceptors.filter((other) => other !== acceptor);
       clearTimeout(acceptor.timer);
@@ -994,7 +1125,7 @@ export class Messenger {
     await channel.close();
   }
 
-  /** The session or messenger ended: fail the waiters, refuse what waits, wake the iterators. */
+  /** The session or the messenger ended: fail the waiters, refuse what waits, end the iterators. */
   _end(error) {
     if (this._ended) return;
     this._ended = error;
@@ -1002,14 +1133,37 @@ export class Messenger {
       clearTimeout(acceptor.timer);
       acceptor.reject(error);
     }
-    for (const pending of this._pending.splice(0)) refuse(pending.stream, pending.bytes, CODES.CHANNEL_REFUSED);
-    for (const wake of this._plainWaiters.splice(0)) wake();
+    for (const { stream, bytes } of this._pending.splice(0)) refuse(stream, bytes, CODES.CHANNEL_REFUSED);
+    this._plain.wakeAll();
+  }
+}
+
+/** The accept frame ({maxMessageSize}), or {error} when the stream failed or broke the rules. */
+async function readAccept(bytes, codec) {
+  try {
+    const payload = await bytes.readFrame(MAX_HELLO_SIZE);
+    if (payload === null) {
+      return { error: new FramingError(null, "the stream ended before the accept frame") };
+    }
+    return parseAccept(payload, codec);
+  } catch (error) {
+    return { error };
+  }
+}
+
+/** The hello after the preamble, or null if it is malformed, too long or cut short. */
+async function readHello(bytes) {
+  try {
+    const payload = await bytes.readFrame(MAX_HELLO_SIZE);
+    return payload === null ? null : parseHello(payload);
+  } catch {
+    return null;
   }
 }
 
 // ------------------------------------------------------------------------------------ rpc
 
-function response(id, result) {
+function resultResponse(id, result) {
   return { jsonrpc: JSONRPC, id, result: result === undefined ? null : result };
 }
 
@@ -1022,55 +1176,83 @@ function validId(id) {
   return typeof id === "string" || Number.isSafeInteger(id);
 }
 
-/** Why a message with "method" is not a valid request (a message), or null. */
-function requestProblem(message) {
-  if (message.jsonrpc !== JSONRPC) return 'jsonrpc must be "2.0"';
-  if (typeof message.method !== "string") return "method must be a string";
-  if ("id" in message && !validId(message.id)) return "id must be an integer or a string";
-  if ("params" in message && typeof message.params !== "object") return "params must be an array or an object";
-  if ("params" in message && message.params === null) return "params must be an array or an object";
-  return null;
+function idOf(message) {
+  return isObject(message) && validId(message.id) ? message.id : null;
+}
+
+/** What kind of JSON-RPC message this is: "request", "response" or "invalid". */
+function kindOf(message) {
+  if (!isObject(message) || message.jsonrpc !== JSONRPC) return "invalid";
+  if ("method" in message) {
+    const badId = "id" in message && message.id !== null && !validId(message.id);
+    const badParams = "params" in message && typeof message.params !== "object";
+    return typeof message.method !== "string" || badId || badParams ? "invalid" : "request";
+  }
+  return "result" in message || "error" in message ? "response" : "invalid";
 }
 
 function toRpcError(error) {
-  if (isObject(error) && Number.isSafeInteger(error.code) && typeof error.message === "string") {
-    return new RpcError(error.code, error.message, error.data);
+  if (isObject(error) && Number.isSafeInteger(error.code)) {
+    return new RpcError(error.code, String(error.message ?? ""), error.data);
   }
   return new RpcError(RPC_ERRORS.INTERNAL_ERROR, "the peer sent a malformed error object", error);
 }
 
+/** A reply whose results are replaced by INTERNAL_ERROR (they could not be sent). */
+function withoutResults(reply) {
+  const one = (item) =>
+    "result" in item
+      ? errorResponse(item.id, RPC_ERRORS.INTERNAL_ERROR, "Internal error: the result cannot be sent")
+      : item;
+  return Array.isArray(reply) ? reply.map(one) : one(reply);
+}
+
 /**
  * JSON-RPC 2.0 over a channel, both ways: the peer's requests run this side's methods, and
- * call() / notify() send requests to the peer. `rpc.cancel` is sent when a call times out or is
- * aborted, and honoured for the peer's calls (their handler's signal aborts, no answer is sent).
+ * call() / notify() send requests to the peer. A call that times out or is aborted sends
+ * rpc.cancel; the peer's rpc.cancel aborts the handler's signal and no answer is sent.
  *
- * Reading never stops for a slow method: at most maxConcurrentHandlers methods run at once, and
- * further requests are answered TOO_MANY_CALLS (-32000) at once.
+ * Every message is read as it arrives (responses always get through): at most
+ * maxConcurrentHandlers of the peer's calls run at once, more are answered TOO_MANY_CALLS (-32000)
+ * at once. Batches are answered with an array. Nothing the peer sends ends the channel.
  *
- * `stats` = {callsSent, callsReceived, errorsSent, unknownResponses, rejectedBusy, cancelledByPeer}.
- * `closed` is a promise that resolves (with the ending ChannelClosedError) when the channel ends.
+ * `stats` = {callsSent, callsReceived, errorsSent, unknownResponses, lateResponses, rejectedBusy,
+ * cancelledByPeer}. `closed` is a promise resolving with the ChannelClosedError that ended it.
  */
 export class RpcPeer {
   /**
-   * @param {Channel} channel a json channel.
-   * @param {object} options
-   * @param {Object<string, Function>|Map<string, Function>} [options.methods] methods to expose
-   *   from the first request on (method() can add more later).
-   * @param {number} [options.maxPendingCalls] calls of this side waiting for an answer, at most.
-   * @param {number} [options.maxConcurrentHandlers] the peer's calls running here at once, at most.
-   * @param {boolean} [options.exposeErrors] send an exception's message in INTERNAL_ERROR answers.
+   * @param {Channel} channel a json channel (it belongs to the peer from now on).
+   * @param {object} [options]
+   * @param {Object<string, Function>|Map<string, Function>} [options.methods] methods exposed from
+   *   the first request on (method() adds more).
+   * @param {number} [options.maxPendingCalls] calls of this side waiting for an answer, at most
+   *   (more reject with RpcError TOO_MANY_CALLS at once).
+   * @param {number} [options.maxConcurrentHandlers] the peer's calls running here, at most.
+   * @param {boolean} [options.exposeErrors] put an exception's text into the INTERNAL_ERROR answer.
    */
-  constructor(channel, { methods = {}, maxPendingCalls = 64, maxConcurrentHandlers = 64, exposeErrors = false } = {}) {
+  constructor(
+    channel,
+    { methods = {}, maxPendingCalls = 64, maxConcurrentHandlers = 64, exposeErrors = false } = {},
+  ) {
     this.channel = channel;
-    this.stats = { callsSent: 0, callsReceived: 0, errorsSent: 0, unknownResponses: 0, rejectedBusy: 0, cancelledByPeer: 0 };
+    this.stats = {
+      callsSent: 0,
+      callsReceived: 0,
+      errorsSent: 0,
+      unknownResponses: 0,
+      lateResponses: 0,
+      rejectedBusy: 0,
+      cancelledByPeer: 0,
+    };
     this._methods = new Map();
-    for (const [name, handler] of methods instanceof Map ? methods : Object.entries(methods)) this.method(name, handler);
+    const entries = methods instanceof Map ? methods : Object.entries(methods);
+    for (const [name, handler] of entries) this.method(name, handler);
     this._maxPending = maxPendingCalls;
     this._maxHandlers = maxConcurrentHandlers;
     this._exposeErrors = exposeErrors;
     this._calls = new Map(); // our id -> {resolve, reject, cleanup}
-    this._running = new Map(); // the peer's id (or a symbol for a notification) -> AbortController
-    this._gaveUp = new Set(); // our ids given up on, whose late answers are dropped quietly
+    this._running = new Map(); // the peer's id (a symbol for a notification) -> AbortController
+    this._gaveUp = new Set(); // our ids given up on: their late answers are not "unknown"
     this._writes = new Set();
     this._nextId = 1;
     this._end = null;
@@ -1078,12 +1260,16 @@ export class RpcPeer {
   }
 
   /**
-   * Expose a method: `handler(params, {signal, id, peer})` returns the result or a promise of it.
-   * Throw an RpcError to answer with that error; any other exception answers INTERNAL_ERROR.
-   * `signal` aborts when the caller sent rpc.cancel (or the channel ended); no answer is sent then.
+   * Expose a method. `handler(params, {signal, id, peer})` returns the result or a promise of it;
+   * `params` is the request's array or object (undefined without params). Throw an RpcError to
+   * answer with it (RPC_ERRORS.INVALID_PARAMS for bad params); any other exception is answered
+   * INTERNAL_ERROR. `signal` aborts when the caller sent rpc.cancel or the channel ended.
+   * @returns {RpcPeer} this peer.
    */
   method(name, handler) {
-    if (typeof name !== "string" || name.startsWith("rpc.")) throw new TypeError(`cannot expose a method named ${name}`);
+    if (typeof name !== "string" || name.startsWith("rpc.")) {
+      throw new TypeError(`cannot expose a method named ${name}`);
+    }
     if (typeof handler !== "function") throw new TypeError("a method handler is a function");
     this._methods.set(name, handler);
     return this;
@@ -1091,24 +1277,32 @@ export class RpcPeer {
 
   /**
    * Call a method of the peer; resolves with its result.
-   * @param {{timeoutMs?: number, signal?: AbortSignal}} options
-   * @throws {RpcError} the peer answered with an error (`code`, `message`, `data`).
+   * @param {string} method
+   * @param {Array|Object} [params]
+   * @param {{timeoutMs?: number, signal?: AbortSignal}} [options]
+   * @throws {RpcError} the peer answered with an error (`code`, `message`, `data`), or
+   *   TOO_MANY_CALLS when maxPendingCalls calls are already waiting.
    * @throws {RpcTimeoutError} no answer within timeoutMs (rpc.cancel was sent).
    * @throws the signal's reason when it aborts (rpc.cancel was sent).
    * @throws {ChannelClosedError} the channel ended before the answer.
    */
-  call(method, params, { timeoutMs, signal } = {}) {
-    if (this._end) return Promise.reject(this._end);
-    if (signal?.aborted) return Promise.reject(signal.reason);
+  async call(method, params, { timeoutMs, signal } = {}) {
+    const request = this._request(method, params);
+    if (this._end) throw this._end;
+    signal?.throwIfAborted();
     if (this._calls.size >= this._maxPending) {
-      return Promise.reject(new RpcError(RPC_ERRORS.TOO_MANY_CALLS, `${this._calls.size} calls are already waiting for an answer`));
+      throw new RpcError(
+        RPC_ERRORS.TOO_MANY_CALLS,
+        `${this._calls.size} calls are already waiting for an answer`,
+      );
     }
     const id = this._nextId++;
-    const request = this._message(method, params, { id });
+    request.id = id;
     return new Promise((resolve, reject) => {
-      const giveUp = (error) => this._giveUp(id, error);
-      const onAbort = () => giveUp(signal.reason);
-      const timer = timeoutMs == null ? null : setTimeout(() => giveUp(new RpcTimeoutError(`${method}: no answer within ${timeoutMs} ms`)), timeoutMs);
+      const onAbort = () => this._giveUp(id, signal.reason);
+      const expired = () =>
+        this._giveUp(id, new RpcTimeoutError(`${method}: no answer within ${timeoutMs} ms`));
+      const timer = timeoutMs == null ? null : setTimeout(expired, timeoutMs);
       signal?.addEventListener("abort", onAbort, { once: true });
       const cleanup = () => {
         clearTimeout(timer);
@@ -1121,33 +1315,37 @@ export class RpcPeer {
   }
 
   /** Send a notification (a request without id; never answered). Resolves once written. */
-  notify(method, params) {
-    if (this._end) return Promise.reject(this._end);
-    return this.channel.send(this._message(method, params));
+  async notify(method, params) {
+    const message = this._request(method, params);
+    if (this._end) throw this._end;
+    await this.channel.send(message);
   }
 
-  /** Close the channel; calls still waiting reject with ChannelClosedError. */
+  /** Close the channel: waiting calls reject with ChannelClosedError, running handlers abort. */
   async close() {
-    this._shutdown(new ChannelClosedError(`RPC channel "${this.channel.name}" was closed`, { code: CODES.CLOSED }));
+    this._shutdown(
+      new ChannelClosedError(`RPC channel "${this.channel.name}" was closed`, { code: CODES.CLOSED }),
+    );
     await this.channel.close();
     await this.closed;
   }
 
-  // ---------------------------------------------------------------------------- calls
+  // ---------------------------------------------------------------------------- calling
 
-  _message(method, params, extra = {}) {
+  _request(method, params) {
     if (typeof method !== "string") throw new TypeError("a method name is a string");
-    if (params !== undefined && (typeof params !== "object" || params === null)) {
+    if (params === undefined) return { jsonrpc: JSONRPC, method };
+    if (typeof params !== "object" || params === null) {
       throw new TypeError("params are an array or an object");
     }
-    return params === undefined ? { jsonrpc: JSONRPC, ...extra, method } : { jsonrpc: JSONRPC, ...extra, method, params };
+    return { jsonrpc: JSONRPC, method, params };
   }
 
   _giveUp(id, error) {
     if (!this._settle(id, { error })) return;
     this._gaveUp.add(id);
-    if (this._gaveUp.size > 4 * this._maxPending) this._gaveUp.delete(this._gaveUp.values().next().value);
-    this.notify("rpc.cancel", { id }).catch(ignore);
+    if (this._gaveUp.size > 1024) this._gaveUp.delete(this._gaveUp.values().next().value);
+    this.notify(CANCEL, { id }).catch(ignore);
   }
 
   /** Resolve or reject our call `id`; false if it is not waiting any more. */
@@ -1162,94 +1360,92 @@ export class RpcPeer {
   }
 
   _onResponse(message) {
-    const settled = "error" in message ? { error: toRpcError(message.error) } : { value: message.result };
-    if (this._settle(message.id, settled)) return;
-    if (!this._gaveUp.delete(message.id)) this.stats.unknownResponses += 1;
+    const outcome = "error" in message ? { error: toRpcError(message.error) } : { value: message.result };
+    if (this._settle(message.id, outcome)) return;
+    if (this._gaveUp.delete(message.id)) this.stats.lateResponses += 1;
+    else this.stats.unknownResponses += 1;
   }
 
-  // ---------------------------------------------------------------------------- reading
+  // ---------------------------------------------------------------------------- answering
 
   async _readLoop() {
-    // Start after the current task: methods registered right after creation see every request.
+    // Start after the current task: methods added right after creation see every request.
     await new Promise((resolve) => setTimeout(resolve, 0));
     for (;;) {
       let message;
       try {
         message = await this.channel.receive();
       } catch (error) {
-        if (error instanceof DecodeError) {
-          this._write(errorResponse(null, RPC_ERRORS.PARSE_ERROR, "Parse error"));
-          await this._throttle();
-          continue;
-        }
-        this._shutdown(error);
-        this.channel.close();
-        return error;
+        if (!(error instanceof DecodeError)) return this._stop(error);
+        this._write(errorResponse(null, RPC_ERRORS.PARSE_ERROR, "Parse error"));
+        await this._throttle();
+        continue;
       }
       this._dispatch(message);
       await this._throttle();
     }
   }
 
-  /** Wait while many answers are being written (a peer that does not read slows us down). */
+  _stop(error) {
+    this._shutdown(error);
+    this.channel.close();
+    return this._end;
+  }
+
+  /** Wait while many answers are being written (a peer that does not read slows this side down). */
   async _throttle() {
     while (this._writes.size >= Math.max(16, this._maxHandlers)) await Promise.race(this._writes);
   }
 
   _dispatch(message) {
-    if (Array.isArray(message)) {
-      this._dispatchBatch(message);
-      return;
-    }
-    const answer = this._handle(message);
-    if (answer) answer.then((reply) => reply && this._write(reply));
-  }
-
-  async _dispatchBatch(messages) {
-    if (messages.length === 0) {
+    if (!Array.isArray(message)) {
+      this._handle(message)?.then((reply) => reply && this._write(reply));
+    } else if (message.length === 0) {
       this._write(errorResponse(null, RPC_ERRORS.INVALID_REQUEST, "Invalid Request: empty batch"));
-      return;
+    } else {
+      const answers = message.map((item) => this._handle(item) ?? null);
+      Promise.all(answers).then((replies) => {
+        const sent = replies.filter(Boolean);
+        if (sent.length > 0) this._write(sent);
+      });
     }
-    const answers = await Promise.all(messages.map((message) => this._handle(message)));
-    const replies = answers.filter(Boolean);
-    if (replies.length > 0) this._write(replies);
   }
 
-  /** One message: a response settles a call; a request runs. Returns the reply's promise or null. */
+  /** One message: a response settles a call, a request runs. Returns a promise of the reply, or null. */
   _handle(message) {
-    if (isObject(message) && !("method" in message) && ("result" in message || "error" in message)) {
+    const kind = kindOf(message);
+    if (kind === "response") {
       this._onResponse(message);
       return null;
     }
-    if (!isObject(message) || !("method" in message)) {
-      const id = isObject(message) && validId(message.id) ? message.id : null;
-      return Promise.resolve(this._error(id, RPC_ERRORS.INVALID_REQUEST, "Invalid Request"));
+    if (kind === "invalid") {
+      return Promise.resolve(errorResponse(idOf(message), RPC_ERRORS.INVALID_REQUEST, "Invalid Request"));
     }
-    const problem = requestProblem(message);
-    if (problem) {
-      const id = validId(message.id) ? message.id : null;
-      return Promise.resolve(this._error(id, RPC_ERRORS.INVALID_REQUEST, `Invalid Request: ${problem}`));
+    const notification = !("id" in message);
+    if (notification && message.method === CANCEL) {
+      this._onCancel(message.params);
+      return null;
     }
-    return this._request(message);
+    const reply = this._refusal(message, notification);
+    if (reply !== undefined) return reply && Promise.resolve(reply);
+    return this._run(this._methods.get(message.method), message, notification);
   }
 
-  _request(message) {
-    const notification = !("id" in message);
-    const { id, method } = message;
-    if (method === "rpc.cancel") {
-      this._onCancel(message.params);
-      return notification ? null : Promise.resolve(response(id, null));
+  /** The immediate answer (null for a notification) if the request cannot run; else undefined. */
+  _refusal({ id, method }, notification) {
+    if (!this._methods.has(method)) {
+      return notification
+        ? null
+        : errorResponse(id, RPC_ERRORS.METHOD_NOT_FOUND, `Method not found: ${method}`);
     }
-    const handler = method.startsWith("rpc.") ? undefined : this._methods.get(method);
-    if (!handler) return notification ? null : Promise.resolve(this._error(id, RPC_ERRORS.METHOD_NOT_FOUND, "Method not found"));
     if (this._running.size >= this._maxHandlers) {
       this.stats.rejectedBusy += 1;
-      return notification ? null : Promise.resolve(this._error(id, RPC_ERRORS.TOO_MANY_CALLS, "Too many calls"));
+      return notification ? null : errorResponse(id, RPC_ERRORS.TOO_MANY_CALLS, "Too many calls in flight");
     }
     if (!notification && this._running.has(id)) {
-      return Promise.resolve(this._error(id, RPC_ERRORS.INVALID_REQUEST, "Invalid Request: this id is already running"));
+      return errorResponse(id, RPC_ERRORS.INVALID_REQUEST, "Invalid Request: an id already in use");
     }
-    return this._run(handler, message, notification);
+    return undefined;
   }
 
   async _run(handler, { id, params }, notification) {
@@ -1259,7 +1455,7 @@ export class RpcPeer {
     this.stats.callsReceived += 1;
     try {
       const result = await handler(params, { signal: controller.signal, id, peer: this });
-      return notification || controller.signal.aborted ? null : response(id, result);
+      return notification || controller.signal.aborted ? null : resultResponse(id, result);
     } catch (error) {
       return notification || controller.signal.aborted ? null : this._errorFor(id, error);
     } finally {
@@ -1268,32 +1464,29 @@ export class RpcPeer {
   }
 
   _onCancel(params) {
-    const controller = isObject(params) ? this._running.get(params.id) : undefined;
+    const controller = isObject(params) && validId(params.id) ? this._running.get(params.id) : undefined;
     if (!controller || controller.signal.aborted) return;
     this.stats.cancelledByPeer += 1;
     controller.abort(new RpcError(RPC_ERRORS.INTERNAL_ERROR, "the caller cancelled this call"));
   }
 
   _errorFor(id, error) {
-    if (error instanceof RpcError) return this._error(id, error.code, error.message, error.data);
+    if (error instanceof RpcError) return errorResponse(id, error.code, error.message, error.data);
     console.error("messaging: an RPC method failed", error);
-    const message = this._exposeErrors ? String(error?.message ?? error) : "Internal error";
-    return this._error(id, RPC_ERRORS.INTERNAL_ERROR, message);
+    const message = this._exposeErrors ? `Internal error: ${error?.message ?? error}` : "Internal error";
+    return errorResponse(id, RPC_ERRORS.INTERNAL_ERROR, message);
   }
 
-  _error(id, code, message, data) {
-    return errorResponse(id, code, message, data);
-  }
-
-  /** Write a reply without waiting; a reply too large for the peer becomes INTERNAL_ERROR. */
-  _write(reply) {
+  /** Write a reply without waiting for it; results that cannot be sent become INTERNAL_ERROR once. */
+  _write(reply, retry = true) {
     const errors = (Array.isArray(reply) ? reply : [reply]).filter((item) => "error" in item).length;
     const sending = this.channel.send(reply).then(
       () => {
         this.stats.errorsSent += errors;
       },
       (error) => {
-        if (error instanceof MessageTooLargeError) this._write(shrink(reply));
+        const unsendable = error instanceof MessageTooLargeError || error instanceof TypeError;
+        if (unsendable && retry) this._write(withoutResults(reply), false);
       },
     );
     this._writes.add(sending);
@@ -1302,14 +1495,10 @@ export class RpcPeer {
 
   _shutdown(error) {
     if (this._end) return;
-    this._end = error instanceof ChannelClosedError ? error : new ChannelClosedError(`RPC channel "${this.channel.name}" ended: ${error}`, { cause: error });
+    const ended = error instanceof ChannelClosedError ? error : null;
+    this._end =
+      ended ?? new ChannelClosedError(`RPC channel "${this.channel.name}" ended: ${error}`, { cause: error });
     for (const id of [...this._calls.keys()]) this._settle(id, { error: this._end });
     for (const controller of this._running.values()) controller.abort(this._end);
   }
-}
-
-/** A reply whose results are replaced by INTERNAL_ERROR (they were too large to send). */
-function shrink(reply) {
-  const one = (item) => ("result" in item ? errorResponse(item.id, RPC_ERRORS.INTERNAL_ERROR, "Internal error: the result is too large") : item);
-  return Array.isArray(reply) ? reply.map(one) : one(reply);
 }
