@@ -62,7 +62,7 @@ class JsonCodec:
     def decode(self, payload: bytes) -> Any:
         try:
             return json.loads(payload.decode(), parse_constant=_refuse_constant)
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # too deeply nested
             raise DecodeError(f"invalid JSON message: {exc}") from None
 
 
@@ -97,7 +97,7 @@ class MsgpackCodec:
     def decode(self, payload: bytes) -> Any:
         try:
             return self._decoder.decode(payload)
-        except self._msgspec.DecodeError as exc:
+        except (self._msgspec.DecodeError, RecursionError) as exc:  # too deeply nested
             raise DecodeError(f"invalid MessagePack message: {exc}") from None
 
 

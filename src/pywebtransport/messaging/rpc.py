@@ -6,7 +6,9 @@ up to ``max_concurrent_handlers`` (more are answered ``TOO_MANY_CALLS`` at once,
 never stops and responses keep flowing even while every handler waits on a call of its own).
 ``rpc.cancel`` cancels the named request's task, which then sends nothing. A call that times out
 or is cancelled sends ``rpc.cancel``. Outgoing calls wait for one of ``max_pending_calls`` slots.
-Handler exceptions become error objects; nothing a peer sends ends the channel.
+Handler exceptions become error objects; nothing a peer sends ends the channel. Answers sent
+from the reader (errors, batches) are bounded too: past ``_MAX_BACKLOG`` of them in flight the
+reader waits, so a peer that sends calls but never reads the answers is held up by flow control.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ Params = Sequence[Any] | Mapping[str, Any] | None
 
 CANCEL = "rpc.cancel"
 _RECENTLY_CANCELLED = 1024  # ids remembered to tell a late response from an unknown one
+_MAX_BACKLOG = 1024  # replies and batches in flight; past it the reader waits for them
 _NO_ID = object()  # marks a notification (an id may be null)
 _CURRENT: ContextVar[RpcPeer | None] = ContextVar("pywebtransport_rpc_peer", default=None)
 
@@ -228,6 +231,7 @@ class RpcPeer:
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._handlers: dict[Any, asyncio.Task[Any]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._room = asyncio.Event()  # set when _background drops below _MAX_BACKLOG
         self._cancelled_ids: OrderedDict[int, None] = OrderedDict()
         self._reader: asyncio.Task[None] | None = None
         self._closed_error: MessagingError | None = None
@@ -376,6 +380,9 @@ class RpcPeer:
         error: MessagingError = ChannelClosed(f"rpc channel {self._channel.name!r} ended")
         try:
             while True:
+                while len(self._background) >= _MAX_BACKLOG:  # the peer does not read: wait
+                    self._room.clear()
+                    await self._room.wait()
                 try:
                     message = await self._channel.receive()
                 except DecodeError as exc:
@@ -413,9 +420,16 @@ class RpcPeer:
         else:
             self._invalid(_id_of(message), "neither a request nor a response")
 
-    def _invalid(self, call_id: Any, why: str) -> None:
+    def _invalid(self, call_id: Any, why: str, *, reply: bool = True) -> dict[str, Any] | None:
         self._stats.invalid_received += 1
-        self._reply_error(call_id, RpcErrorCode.INVALID_REQUEST, f"Invalid Request: {why}")
+        return self._refuse(call_id, RpcErrorCode.INVALID_REQUEST, f"Invalid Request: {why}", reply)
+
+    def _refuse(self, call_id: Any, code: int, message: str, reply: bool) -> dict[str, Any] | None:
+        """An error answer: sent now, or (not ``reply``) returned for a batch's array."""
+        if not reply:
+            return _error_response(call_id, code, message)
+        self._reply_error(call_id, code, message)
+        return None
 
     def _on_response(self, message: dict[str, Any]) -> None:
         call_id = message.get("id")
@@ -436,11 +450,12 @@ class RpcPeer:
 
     def _start_request(
         self, request: dict[str, Any], *, reply: bool
-    ) -> asyncio.Task[dict[str, Any] | None] | None:
+    ) -> asyncio.Task[dict[str, Any] | None] | dict[str, Any] | None:
         """Validate a request and start its task.
 
         With ``reply`` the task sends its response itself; otherwise the task's result is the
-        response (None: none), for a batch to collect.
+        response (None: none), for a batch to collect, and a request refused at once returns
+        its error response instead of sending it.
         """
         method, params = request.get("method"), request.get("params")
         has_id = "id" in request
@@ -450,8 +465,7 @@ class RpcPeer:
             or not isinstance(params, list | dict | None)
             or (has_id and not (call_id is None or type(call_id) in (int, str)))
         ):
-            self._invalid(_id_of(request), "bad method, params or id")
-            return None
+            return self._invalid(_id_of(request), "bad method, params or id", reply=reply)
         if not has_id:
             self._stats.notifications_received += 1
             if method == CANCEL:
@@ -460,13 +474,14 @@ class RpcPeer:
         else:
             self._stats.calls_received += 1
             if call_id in self._handlers:
-                self._invalid(call_id, "an id already in use")
-                return None
+                return self._invalid(call_id, "an id already in use", reply=reply)
         if len(self._handlers) >= self._max_handlers:
             self._stats.rejected_busy += 1  # a notification beyond the limit is dropped
-            if has_id:
-                self._reply_error(call_id, RpcErrorCode.TOO_MANY_CALLS, "Too many calls in flight")
-            return None
+            if not has_id:
+                return None
+            return self._refuse(
+                call_id, RpcErrorCode.TOO_MANY_CALLS, "Too many calls in flight", reply
+            )
         key: Any = call_id if has_id else object()
         task = asyncio.get_running_loop().create_task(
             self._run(method, params, call_id if has_id else _NO_ID, reply)
@@ -519,7 +534,9 @@ class RpcPeer:
                 )
                 continue
             started = self._start_request(item, reply=False)
-            if started is not None:
+            if isinstance(started, dict):
+                responses.append(started)
+            elif started is not None:
                 waiting.append(started)
         for response in await asyncio.gather(*waiting, return_exceptions=True):
             if isinstance(response, dict):
@@ -574,7 +591,12 @@ class RpcPeer:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._spawned_done)
+
+    def _spawned_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if len(self._background) < _MAX_BACKLOG:
+            self._room.set()
 
 
 def _params(params: Sequence[Any] | Mapping[str, Any]) -> list[Any] | dict[str, Any]:
