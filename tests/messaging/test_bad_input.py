@@ -29,11 +29,11 @@ from pywebtransport import (
 from pywebtransport.exceptions import StreamError
 from pywebtransport.messaging import (
     Channel,
+    ChannelClosed,
     ChannelProtocolError,
     ChannelRefused,
     DecodeError,
     ErrorCode,
-    MessagingError,
     Messenger,
     RpcMethods,
     RpcPeer,
@@ -209,9 +209,10 @@ async def test_frame_over_the_limit_is_refused_before_its_payload(peers: Peers) 
         assert channel.is_closed
         assert channel.stats["messages_received"] == 1
         assert channel.stats["bytes_received"] == 1024
+        assert channel.stats["protocol_errors"] == 1
         with pytest.raises(ChannelProtocolError):
             await channel.receive(timeout=T)
-        with pytest.raises(MessagingError):
+        with pytest.raises(ChannelClosed):
             await channel.send(b"x")
         await still_working(peers, echo)
 
@@ -253,6 +254,7 @@ async def test_truncated_frame_at_fin(peers: Peers, tail: bytes) -> None:
         assert channel.is_closed
         assert channel.stats["messages_received"] == 1
         assert channel.stats["decode_errors"] == 0
+        assert channel.stats["protocol_errors"] == 1
         await still_working(peers, echo)
 
 

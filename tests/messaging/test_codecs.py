@@ -125,6 +125,21 @@ def test_json_encode_circular_reference() -> None:
         JsonCodec().encode(loop)
 
 
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("codec", [JsonCodec, MsgpackCodec])
+def test_encoding_a_too_deep_value_is_an_encode_error(
+    codec: type[JsonCodec | MsgpackCodec],
+) -> None:
+    with pytest.raises(EncodeError):
+        codec().encode(nested(100_000))
+
+
 @pytest.mark.parametrize(
     "payload",
     [

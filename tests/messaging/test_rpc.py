@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -259,3 +259,81 @@ async def test_closing_fails_pending_calls(cert: CertBundle, client_config: Clie
         await cancelled["z"].wait()  # the server's handler was cancelled as the session ended
         with pytest.raises(ChannelClosed):
             await peer.call("add", [1, 2])
+
+
+# ------------------------------------------------------------------- binding without a network
+
+
+def plain(a: int, b: str = "x", c: float | None = None) -> None: ...
+
+
+def general(a: int, *rest: int, key: str = "k", **extra: Any) -> None: ...
+
+
+def keyword_only(a: int, *, b: int) -> None: ...
+
+
+BIND_CASES: list[Any] = [
+    None,
+    [],
+    [1],
+    [1, "y"],
+    [1, "y", 2.5],
+    [1, "y", None],
+    [1, "y", 2.5, 4],
+    ["1"],
+    [True],
+    [1, 2],
+    [1, "y", "z"],
+    {},
+    {"a": 1},
+    {"a": 1, "c": 3},
+    {"b": "y"},
+    {"a": 1, "d": 4},
+    {"a": "1"},
+    {"a": 1, "b": None},
+    {"a": 1, "key": "z", "other": [1]},
+    {"a": 1, "b": 2},
+]
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# What each parameter accepts by its annotation; *rest and **extra are not checked.
+FITS: dict[Any, dict[str, Callable[[Any], bool]]] = {
+    plain: {
+        "a": is_int,
+        "b": lambda v: isinstance(v, str),
+        "c": lambda v: v is None or is_int(v) or isinstance(v, float),
+    },
+    general: {"a": is_int, "rest": lambda v: True, "key": lambda v: isinstance(v, str)},
+    keyword_only: {"a": is_int, "b": is_int},
+}
+FITS[general]["extra"] = lambda v: True
+
+
+@pytest.mark.parametrize("func", [plain, general, keyword_only])
+@pytest.mark.parametrize("params", BIND_CASES)
+def test_binding_agrees_with_python_call_rules(func: Any, params: Any) -> None:
+    """Params bind exactly when Python's own binding accepts them and the types fit."""
+    registry = RpcMethods()
+    registry.add(func)
+    method = registry.get(func.__name__)
+    assert method is not None
+    args = params if isinstance(params, list) else []
+    kwargs = params if isinstance(params, dict) else {}
+    try:
+        expected = method.signature.bind(*args, **kwargs).arguments
+    except TypeError:
+        accepts = False
+    else:
+        accepts = all(FITS[func][name](value) for name, value in expected.items())
+    if accepts:
+        call_args, call_kwargs = method.bind(params)
+        assert method.signature.bind(*call_args, **call_kwargs).arguments == expected
+    else:
+        with pytest.raises(RpcError) as caught:
+            method.bind(params)
+        assert caught.value.code == RpcErrorCode.INVALID_PARAMS

@@ -66,6 +66,7 @@ class ChannelStats:
     bytes_sent: int = 0
     bytes_received: int = 0
     decode_errors: int = 0
+    protocol_errors: int = 0  # framing broken by the peer (the channel was reset)
 
 
 class Channel:
@@ -280,6 +281,7 @@ class Channel:
             if not self._accepted and frames:
                 self._take_accept(frames.pop(0))
         except FramingError as exc:
+            self._stats.protocol_errors += 1
             error = ChannelProtocolError(f"channel {self._name!r}: {exc}", error_code=exc.code)
             self._closed_error = error
             await self._abort(exc.code, str(exc))

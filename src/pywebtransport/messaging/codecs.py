@@ -52,16 +52,17 @@ class JsonCodec:
 
     def __init__(self) -> None:
         self._encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        self._decoder = json.JSONDecoder(parse_constant=_refuse_constant)
 
     def encode(self, value: Any) -> bytes:
         try:
             return self._encoder.encode(value).encode()
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: too deep
             raise EncodeError(f"cannot encode as JSON: {exc}") from None
 
     def decode(self, payload: bytes) -> Any:
         try:
-            return json.loads(payload.decode(), parse_constant=_refuse_constant)
+            return self._decoder.decode(payload.decode())
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # too deeply nested
             raise DecodeError(f"invalid JSON message: {exc}") from None
 
@@ -91,7 +92,7 @@ class MsgpackCodec:
     def encode(self, value: Any) -> bytes:
         try:
             return self._encoder.encode(value)
-        except (TypeError, ValueError, OverflowError) as exc:
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise EncodeError(f"cannot encode as MessagePack: {exc}") from None
 
     def decode(self, payload: bytes) -> Any:

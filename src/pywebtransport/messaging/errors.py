@@ -75,7 +75,7 @@ class EncodeError(MessagingError, ValueError):
     """A value cannot be encoded by the codec (for example a set in JSON)."""
 
 
-class ChannelProtocolError(MessagingError):
+class ChannelProtocolError(ChannelClosed):
     """The peer broke the framing rules; the channel was reset with ``error_code``."""
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import inspect
 import itertools
 import logging
@@ -64,8 +65,55 @@ class _Method:
     signature: inspect.Signature
     hints: dict[str, Any]
 
-    def bind(self, params: Any) -> inspect.BoundArguments:
-        """Bind JSON-RPC params to the signature, checking the annotated types."""
+    @functools.cached_property
+    def _plain(self) -> tuple[tuple[str, ...], int, tuple[Any, ...]] | None:
+        """(names, required count, expected types) when every parameter is a plain one.
+
+        A plain parameter is positional-or-keyword and the ones with defaults come last; such a
+        signature binds without :meth:`inspect.Signature.bind`, the common case made cheap.
+        """
+        params = list(self.signature.parameters.values())
+        if any(p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params):
+            return None
+        required = sum(p.default is inspect.Parameter.empty for p in params)
+        if any(p.default is inspect.Parameter.empty for p in params[required:]):
+            return None
+        names = tuple(p.name for p in params)
+        return names, required, tuple(self.hints.get(name, Any) for name in names)
+
+    def bind(self, params: Any) -> tuple[Sequence[Any], Mapping[str, Any]]:
+        """Bind JSON-RPC params to the signature, checking the annotated types.
+
+        Returns the positional and keyword arguments of the call.
+        """
+        plain = self._plain
+        if plain is None:
+            return self._bind_general(params)
+        names, required, expected = plain
+        if params is None:
+            params = ()
+        if isinstance(params, dict):
+            unknown = params.keys() - set(names)
+            if unknown:
+                self._refuse(f"got an unexpected keyword argument {min(unknown)!r}")
+            given = [name in params for name in names]
+            values = [params.get(name) for name in names]
+        else:
+            if len(params) > len(names):
+                self._refuse("too many positional arguments")
+            given = [i < len(params) for i in range(len(names))]
+            values = [*params, *(None,) * (len(names) - len(params))]
+        for index, name in enumerate(names):
+            if not given[index]:
+                if index < required:
+                    self._refuse(f"missing a required argument: {name!r}")
+                continue
+            self._check(name, values[index], expected[index])
+        if isinstance(params, dict):
+            return (), params
+        return params, {}
+
+    def _bind_general(self, params: Any) -> tuple[Sequence[Any], Mapping[str, Any]]:
         try:
             if params is None:
                 bound = self.signature.bind()
@@ -74,19 +122,21 @@ class _Method:
             else:
                 bound = self.signature.bind(**params)
         except TypeError as exc:
-            raise RpcError(RpcErrorCode.INVALID_PARAMS, f"invalid params: {exc}") from None
+            self._refuse(str(exc))
         for name, value in bound.arguments.items():
             kind = self.signature.parameters[name].kind
             if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
                 continue
-            expected = self.hints.get(name, Any)
-            if not _conforms(value, expected):
-                raise RpcError(
-                    RpcErrorCode.INVALID_PARAMS,
-                    f"invalid params: {name} must be {_type_name(expected)}, "
-                    f"got {type(value).__name__}",
-                )
-        return bound
+            self._check(name, value, self.hints.get(name, Any))
+        return bound.args, bound.kwargs
+
+    def _check(self, name: str, value: Any, expected: Any) -> None:
+        if not _conforms(value, expected):
+            self._refuse(f"{name} must be {_type_name(expected)}, got {type(value).__name__}")
+
+    @staticmethod
+    def _refuse(why: str) -> typing.NoReturn:
+        raise RpcError(RpcErrorCode.INVALID_PARAMS, f"invalid params: {why}")
 
 
 class RpcMethods:
@@ -517,8 +567,8 @@ class RpcPeer:
         method = self._own.get(name) or (self._shared.get(name) if self._shared else None)
         if method is None:
             raise RpcError(RpcErrorCode.METHOD_NOT_FOUND, f"Method not found: {name}")
-        bound = method.bind(params)
-        result = method.func(*bound.args, **bound.kwargs)
+        args, kwargs = method.bind(params)
+        result = method.func(*args, **kwargs)
         if inspect.isawaitable(result):
             result = await result
         return result

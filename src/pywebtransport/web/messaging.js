@@ -447,8 +447,8 @@ function settle(item) {
  *
  * Properties: `name`; `codec` ("json" or "bytes"); `maxMessageSize` (this side's limit);
  * `peerMaxMessageSize` (the peer's); `closed` (true once this side closed or aborted it, or it
- * failed); `stats` = {messagesSent, messagesReceived, bytesSent, bytesReceived, decodeErrors}
- * (payload bytes, without framing).
+ * failed); `stats` = {messagesSent, messagesReceived, bytesSent, bytesReceived, decodeErrors,
+ * protocolErrors} (payload bytes, without framing).
  */
 export class Channel {
   constructor({ name, codec, writer, bytes, maxMessageSize, peerMaxMessageSize }) {
@@ -456,7 +456,14 @@ export class Channel {
     this.codec = codec.name;
     this.maxMessageSize = maxMessageSize;
     this.peerMaxMessageSize = peerMaxMessageSize;
-    this.stats = { messagesSent: 0, messagesReceived: 0, bytesSent: 0, bytesReceived: 0, decodeErrors: 0 };
+    this.stats = {
+      messagesSent: 0,
+      messagesReceived: 0,
+      bytesSent: 0,
+      bytesReceived: 0,
+      decodeErrors: 0,
+      protocolErrors: 0,
+    };
     this._codec = codec;
     this._writer = writer;
     this._bytes = bytes;
@@ -607,6 +614,7 @@ export class Channel {
   _readFailed(error) {
     if (this._localEnd) return this._localEnd;
     if (error instanceof FramingError) {
+      this.stats.protocolErrors += 1;
       const failure = new ChannelClosedError(`channel "${this.name}": ${error.message}`, {
         code: error.code,
       });
