@@ -24,6 +24,7 @@ check() {
 }
 
 check "install chromium" bash scripts/install-chromium.sh
+check "install redis-server" bash scripts/install-redis.sh
 check "ruff check" "$bin/ruff" check .
 check "ruff format" "$bin/ruff" format --check .
 check "mypy" "$bin/mypy" --strict src tests

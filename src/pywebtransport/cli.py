@@ -1,9 +1,10 @@
 """Command-line interface: ``python -m pywebtransport {serve,connect,cert}``.
 
 - ``serve`` runs the echo server (route ``/echo``) with the chat and RPC demo (route ``/chat``)
-  and, over plain HTTP on the same machine, the demo page that talks to both from a browser
-  (it loads ``/pywebtransport/messaging.js``, served from the package, for the chat). Once
-  both listen it prints one line ``READY udp=<port> http=<port> hash=<hex>``, and one
+  and the topics demo (route ``/room``; with ``--broker redis://...`` its hub meets the other
+  workers' and servers' through Redis), and, over plain HTTP on the same machine, the demo page
+  that talks to them from a browser (it loads ``/pywebtransport/messaging.js``, served from the
+  package). Once both listen it prints one line ``READY udp=<port> http=<port> hash=<hex>``, and one
   ``REPORT <json>`` line for every summary the demo page posts.
 - ``connect`` opens a session to a URL, measures stream and datagram round trips and exits 0 on
   success; failures exit with a distinct status and a one-line explanation.
@@ -50,6 +51,7 @@ from pywebtransport.server.certificate import (
     parse_hash,
 )
 from pywebtransport.server.demo_chat import ChatRoom
+from pywebtransport.server.demo_room import add_room
 from pywebtransport.server.echo import echo_handler
 from pywebtransport.server.workers import WorkerGroup
 from pywebtransport.web import PageServer, demo_page, messaging_module
@@ -67,6 +69,7 @@ EXIT_CERTIFICATE = 5
 
 ECHO_PATH = "/echo"
 CHAT_PATH = "/chat"
+ROOM_PATH = "/room"
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 _DEFAULT_CERT_NAMES = ("localhost", "127.0.0.1", "::1")
 
@@ -98,6 +101,12 @@ def _build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=1,
         help="worker processes sharing the UDP port with SO_REUSEPORT (default 1)",
+    )
+    serve.add_argument(
+        "--broker",
+        metavar="URL",
+        help="where the workers' topics meet for the /room demo: redis://host:port/db "
+        "(default: each process on its own)",
     )
     # Hidden, for tests: when to replace a generated certificate, and its validity.
     serve.add_argument(
@@ -234,10 +243,12 @@ def _certificate_names(host: str) -> tuple[str, ...]:
 
 def echo_app(config: ServerConfig) -> ServerApp:
     """The application ``serve`` runs (a worker app factory): the echo handler on ``/echo`` and
-    the chat and RPC demo (one room per application) on ``/chat``."""
+    the chat and RPC demo (one room per application) on ``/chat``, and the topics demo on
+    ``/room`` (one hub per application, meeting the other workers' through the broker)."""
     app = ServerApp(config=config)
     app.route(ECHO_PATH)(echo_handler)
     app.route(CHAT_PATH)(ChatRoom().handle)
+    add_room(app, ROOM_PATH, config)
     return app
 
 
@@ -296,7 +307,11 @@ class _Backend:
 
 async def _serve(args: argparse.Namespace, cert: _Certificate) -> int:
     config = ServerConfig(
-        certfile=cert.certfile, keyfile=cert.keyfile, host=args.host, port=args.port
+        certfile=cert.certfile,
+        keyfile=cert.keyfile,
+        host=args.host,
+        port=args.port,
+        broker_url=args.broker,
     )
     try:
         backend = await _Backend.start(args, config)
@@ -390,6 +405,8 @@ def _add_demo_routes(pages: PageServer, host: str, udp_port: int, cert: _Certifi
             "port": udp_port,
             "path": ECHO_PATH,
             "chatPath": CHAT_PATH,
+            "roomUrl": None if base is None else base + ROOM_PATH,
+            "roomPath": ROOM_PATH,
             "certificateHash": cert.digest.hex(),
         }
         return json.dumps(config).encode()

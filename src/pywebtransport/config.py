@@ -247,6 +247,9 @@ class ServerConfig(_ConfigBase):
         stateless_reset_key: secret (16+ bytes) the stateless-reset tokens are derived from;
             None derives it from the private key file, so every worker, and a server restarted
             with the same key, can end connections it lost (RFC 9000 10.3).
+        broker_url: where the application's pub/sub hubs meet (``Hub.from_url``): None or
+            ``memory://`` (each process on its own), ``redis://host:port/db`` (every worker of a
+            group, and every server pointed at that Redis, shares topics and presence).
     """
 
     host: str = "127.0.0.1"
@@ -274,9 +277,19 @@ class ServerConfig(_ConfigBase):
     handshake_timeout: float = 10.0
     retry: str = "auto"
     stateless_reset_key: bytes | None = None
+    broker_url: str | None = None
 
     def __post_init__(self) -> None:
         _check_protocols(self.protocols)
+        if self.broker_url is not None and (
+            not isinstance(self.broker_url, str)
+            or self.broker_url.partition("://")[0].lower()
+            not in ("memory", "redis", "rediss", "unix")
+        ):
+            raise ConfigurationError(
+                f"broker_url is memory://, redis://, rediss:// or unix://, got {self.broker_url!r}",
+                field="broker_url",
+            )
         if self.retry not in ("auto", "always", "never"):
             raise ConfigurationError(
                 f"retry is 'auto', 'always' or 'never', got {self.retry!r}", field="retry"

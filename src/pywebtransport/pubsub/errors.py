@@ -1,0 +1,19 @@
+"""The exceptions of :mod:`pywebtransport.pubsub`."""
+
+from __future__ import annotations
+
+from ..messaging.errors import MessagingError
+
+__all__ = ["BrokerUnavailable", "Forbidden", "PubSubError"]
+
+
+class PubSubError(MessagingError):
+    """A topic operation failed."""
+
+
+class BrokerUnavailable(PubSubError):
+    """The broker cannot be reached now (the hub is reconnecting); nothing was published."""
+
+
+class Forbidden(PubSubError):
+    """The hub's authorisation hook refused the operation."""
