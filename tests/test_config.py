@@ -59,6 +59,8 @@ def test_client_validation_names_the_field(kwargs: dict[str, object], field: str
         ({"retry": "sometimes"}, "retry"),
         ({"handshake_timeout": 0}, "handshake_timeout"),
         ({"stateless_reset_key": "a string, not bytes"}, "stateless_reset_key"),
+        ({"broker_url": "amqp://127.0.0.1"}, "broker_url"),
+        ({"broker_url": 6379}, "broker_url"),
     ],
 )
 def test_server_validation_names_the_field(kwargs: dict[str, object], field: str) -> None:
