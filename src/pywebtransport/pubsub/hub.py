@@ -482,16 +482,16 @@ class Hub(EventEmitter):
             return
         member.gone = True
         member.wakeup.set()
+        self._members.pop(member.session, None)
+        self._stats.members = len(self._members)
+        if member.writer is not None:
+            member.writer.cancel()
         for topic in list(member.topics):
             try:
                 await self._leave(member, topic)
             except PubSubError as exc:
                 logger.debug("pubsub: leaving %r: %s", topic, exc)
-        self._members.pop(member.session, None)
-        self._stats.members = len(self._members)
         self.emit("member_left", {"id": member.id})
-        if member.writer is not None:
-            member.writer.cancel()
         if close_channel and member.peer is not None:
             await member.peer.close()
 
