@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import pywebtransport.pubsub.hub as hub_module
 from pywebtransport import (
     ClientConfig,
     ServerApp,
@@ -313,3 +314,52 @@ async def test_hub_api_errors(cert: CertBundle, backend_factory: BackendFactory)
             await hub.publish("x" * 300, 1)
         await hub.publish("nobody-listens", 1)
         assert hub.stats["published"] == 1
+
+
+async def test_an_overloaded_hub_drops_the_oldest_envelopes_and_counts_them() -> None:
+    async with Hub() as hub:
+        extra = 100
+        for _ in range(hub_module._MAX_INBOX + extra):  # faster than any dispatcher
+            hub.deliver("t", b"{}")
+        assert hub.stats["overloaded"] == extra
+
+
+async def test_members_joining_a_new_topic_together_all_hear_its_first_message(
+    cert: CertBundle, client_config: ClientConfig, backend_factory: BackendFactory
+) -> None:
+    async with asyncio.timeout(6 * T), room(cert, backend_factory) as r, AsyncExitStack() as stack:
+        members = [await stack.enter_async_context(member(client_config, r.url)) for _ in range(4)]
+        for round_ in range(3):
+            topic = f"fresh-{round_}"
+
+            async def join_then_publish(index: int, topics: TopicClient, topic: str) -> None:
+                await topics.join(topic, timeout=T)  # the topic is subscribed once this returns
+                await r.hub.publish(topic, index)
+
+            await asyncio.gather(*(join_then_publish(i, m, topic) for i, m in enumerate(members)))
+            for index, topics in enumerate(members):  # each hears what followed its own join
+                while await topics.receive(timeout=T) != TopicMessage(topic, index):
+                    pass
+
+
+async def test_a_session_may_open_its_channel_again(
+    cert: CertBundle, client_config: ClientConfig, backend_factory: BackendFactory
+) -> None:
+    async with (
+        asyncio.timeout(6 * T),
+        room(cert, backend_factory) as r,
+        WebTransportClient(config=client_config) as client,
+    ):
+        messenger = Messenger(await client.connect(url=r.url))
+        first = await TopicClient.open(messenger, timeout=T)
+        await first.join("t", info="first", timeout=T)
+        await first.close()
+        async with asyncio.timeout(T):
+            while await r.hub.presence("t"):
+                await r.hub.wait_for("member_left")
+        second = await TopicClient.open(messenger, timeout=T)
+        await second.join("t", info="second", timeout=T)
+        await r.hub.publish("t", "again")
+        assert await second.receive(timeout=T) == TopicMessage("t", "again")
+        assert [entry["info"] for entry in await r.hub.presence("t")] == ["second"]
+        await second.close()

@@ -21,7 +21,15 @@ from typing import Any, NamedTuple
 
 from ..events import EventEmitter
 from ..exceptions import TimeoutError, WebTransportError
-from ..messaging import Channel, ChannelClosed, DecodeError, MessagingError, Messenger, RpcError
+from ..messaging import (
+    Channel,
+    ChannelClosed,
+    DecodeError,
+    MessagingError,
+    Messenger,
+    RpcError,
+    RpcErrorCode,
+)
 from .errors import BrokerUnavailable, Forbidden
 from .hub import CHANNEL, FORBIDDEN, UNAVAILABLE, Mode
 
@@ -224,8 +232,16 @@ class TopicClient(EventEmitter):
     async def _read(self) -> None:
         error: MessagingError = ChannelClosed("the channel to the hub ended")
         try:
-            async for message in self._channel:
+            while True:
+                try:
+                    message = await self._channel.receive()
+                except DecodeError:
+                    self._stats.ignored += 1
+                    continue
                 await self._take(message)
+        except ChannelClosed as exc:
+            if exc.error_code not in (None, 0):
+                error = exc
         except MessagingError as exc:
             error = exc
         except WebTransportError as exc:
@@ -238,23 +254,24 @@ class TopicClient(EventEmitter):
             self._stats.ignored += 1
             return
         method = message.get("method")
-        params = message.get("params")
+        params: Any = message.get("params")
         if method is None:
             self._answer(message)
         elif method == "pubsub.message" and isinstance(params, list) and len(params) == 2:
             self._stats.received += 1
             await self._queue.put(TopicMessage(params[0], params[1]))  # full: backpressure
-        elif method == "pubsub.dropped" and isinstance(params, list) and params:
-            self._stats.dropped += int(params[0])
+        elif method == "pubsub.dropped" and _counts(params, 1):
+            self._stats.dropped += params[0]
             self.emit("messages_dropped", {"count": params[0]})
-        elif method == "pubsub.missed" and isinstance(params, list) and len(params) == 2:
-            self._stats.missed += int(params[1])
+        elif method == "pubsub.missed" and _counts(params, 2):
+            self._stats.missed += params[1]
             self.emit("messages_missed", {"topic": params[0], "count": params[1]})
         else:
             self._stats.ignored += 1
 
     def _answer(self, message: dict[str, Any]) -> None:
-        future = self._calls.get(message.get("id"))  # type: ignore[arg-type]
+        call_id = message.get("id")
+        future = self._calls.get(call_id) if type(call_id) is int else None
         if future is None or future.done():
             self._stats.ignored += 1
             return
@@ -262,14 +279,18 @@ class TopicClient(EventEmitter):
         if error is None:
             future.set_result(message.get("result"))
             return
-        code = error.get("code") if isinstance(error, dict) else None
-        text = str(error.get("message", "")) if isinstance(error, dict) else str(error)
+        if not isinstance(error, dict):
+            error = {"message": str(error)}
+        code = error.get("code")
+        if type(code) is not int:
+            code = RpcErrorCode.INTERNAL_ERROR
+        text = str(error.get("message", ""))
         if code == FORBIDDEN:
             future.set_exception(Forbidden(text))
         elif code == UNAVAILABLE:
             future.set_exception(BrokerUnavailable(text))
         else:
-            future.set_exception(RpcError(int(code or -32603), text, error.get("data")))
+            future.set_exception(RpcError(code, text, error.get("data")))
 
     async def _read_datagrams(self) -> None:
         datagrams = self._messenger.datagrams
@@ -291,3 +312,13 @@ class TopicClient(EventEmitter):
                     self._stats.received += 1
         except (MessagingError, WebTransportError) as exc:
             logger.debug("topic client: datagrams ended: %s", exc)
+
+
+def _counts(params: Any, length: int) -> bool:
+    """True for a params array of ``length`` whose last item is a count (a non-negative int)."""
+    return (
+        isinstance(params, list)
+        and len(params) == length
+        and type(params[-1]) is int
+        and params[-1] >= 0
+    )

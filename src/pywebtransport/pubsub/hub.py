@@ -76,6 +76,7 @@ _OVERFLOWS = ("drop_oldest", "drop_newest", "disconnect")
 _MAX_TOPIC = 256  # characters in a topic name
 _MAX_ORIGINS = 1024  # publishers remembered per topic for gap detection
 _MAX_TOPIC_COUNTERS = 1024  # topics named in the per-topic failure counters
+_MAX_INBOX = 65536  # envelopes waiting for the dispatcher; past it the oldest is dropped
 
 
 @dataclass
@@ -90,6 +91,7 @@ class HubStats:
     disconnected: int = 0  # members disconnected by the "disconnect" policy
     missed: int = 0  # messages this hub never received (sequence gaps: the broker lost them)
     broker_outages: int = 0
+    overloaded: int = 0  # envelopes dropped because the dispatcher could not keep up at all
     denied: int = 0  # member operations the authorize hook refused
     members: int = 0  # members now
     topics: int = 0  # topics with a member here now
@@ -234,7 +236,9 @@ class Hub(EventEmitter):
         self.node_id = secrets.token_hex(6)
         self._authorize = authorize
         self._codec = get_codec("json")
+        self._attached: dict[WebTransportSession, Messenger] = {}
         self._members: dict[WebTransportSession, _Member] = {}
+        self._subscribing: dict[str, asyncio.Future[None]] = {}
         self._peers: dict[RpcPeer, _Member] = {}
         self._topics: dict[str, dict[_Member, None]] = {}
         self._ids = itertools.count(1)
@@ -303,17 +307,16 @@ class Hub(EventEmitter):
 
     def attach(self, messenger: Messenger) -> None:
         """Make the messenger's session a member: it may open the ``pubsub`` channel, and
-        server code may :meth:`join` it to topics. It leaves every topic when the session ends.
+        server code may :meth:`join` it to topics. It leaves every topic when the session ends
+        or its channel closes; a new channel makes it a member again (with a new id).
         """
         self._require_started()
         session = messenger.session
-        if session in self._members:
+        if session in self._attached:
             return
-        member = _Member(self, f"{self.node_id}/{next(self._ids)}", messenger)
-        self._members[session] = member
-        self._stats.members = len(self._members)
-        messenger.route(CHANNEL)(lambda channel: self._serve_member(member, channel))
-        self._spawn(self._watch(member))
+        self._attached[session] = messenger
+        messenger.route(CHANNEL)(lambda channel: self._serve_member(session, channel))
+        self._spawn(self._watch(session))
 
     def member_id(self, session: WebTransportSession) -> str:
         """The id under which ``session`` appears in presence lists."""
@@ -321,13 +324,14 @@ class Hub(EventEmitter):
 
     def member_stats(self, session: WebTransportSession) -> dict[str, int]:
         """The counters of ``session``'s membership."""
-        member = self._member(session)
+        member = self._member(session, create=False)
         member.stats.queued = len(member.queue)
         return asdict(member.stats)
 
     def topics_of(self, session: WebTransportSession) -> dict[str, Mode]:
         """The topics ``session`` joined, with their modes."""
-        return dict(self._member(session).topics)
+        member = self._members.get(session)
+        return {} if member is None else dict(member.topics)
 
     async def join(
         self,
@@ -404,6 +408,9 @@ class Hub(EventEmitter):
 
     def deliver(self, topic: str, envelope: bytes) -> None:
         """Called by the backend for each envelope published on a topic joined here."""
+        if len(self._inbox) >= _MAX_INBOX:
+            self._inbox.popleft()
+            self._stats.overloaded += 1
         self._inbox.append((topic, envelope))
         self._inbox_ready.set()
 
@@ -432,10 +439,19 @@ class Hub(EventEmitter):
                 "the hub is not running (use `async with hub` or `await hub.start()`)"
             )
 
-    def _member(self, session: WebTransportSession) -> _Member:
+    def _member(self, session: WebTransportSession, *, create: bool = True) -> _Member:
+        """The session's member; a new one for an attached session that has none (``create``)."""
         member = self._members.get(session)
-        if member is None:
+        if member is not None:
+            return member
+        messenger = self._attached.get(session)
+        if messenger is None:
             raise PubSubError("the session is not attached to this hub (hub.attach(messenger))")
+        if not create or self._closed:
+            raise PubSubError("the session is not a member now")
+        member = _Member(self, f"{self.node_id}/{next(self._ids)}", messenger)
+        self._members[session] = member
+        self._stats.members = len(self._members)
         return member
 
     def _spawn(self, coro: Any) -> None:
@@ -460,9 +476,21 @@ class Hub(EventEmitter):
         if members is None:
             members = self._topics[topic] = {}
             self._stats.topics = len(self._topics)
-            await self.backend.subscribe(topic)
+            # Every joiner waits for the one subscription, even if its starter is cancelled.
+            pending = asyncio.ensure_future(self.backend.subscribe(topic))
+            self._subscribing[topic] = pending
+            pending.add_done_callback(lambda _: self._subscribed(topic, pending))
         members[member] = None
+        waiting = self._subscribing.get(topic)
+        if waiting is not None:
+            await asyncio.shield(waiting)
         await self.backend.set_presence(topic, member.id, info_bytes)
+
+    def _subscribed(self, topic: str, pending: asyncio.Future[None]) -> None:
+        if self._subscribing.get(topic) is pending:
+            del self._subscribing[topic]
+        if not pending.cancelled() and pending.exception() is not None:
+            logger.error("pubsub: cannot subscribe to %r: %s", topic, pending.exception())
 
     async def _leave(self, member: _Member, topic: str) -> None:
         if member.topics.pop(topic, None) is None:
@@ -495,14 +523,21 @@ class Hub(EventEmitter):
         if close_channel and member.peer is not None:
             await member.peer.close()
 
-    async def _watch(self, member: _Member) -> None:
-        await member.session.wait_closed()
-        await self._remove(member)
+    async def _watch(self, session: WebTransportSession) -> None:
+        await session.wait_closed()
+        self._attached.pop(session, None)
+        member = self._members.get(session)
+        if member is not None:
+            await self._remove(member)
 
-    async def _serve_member(self, member: _Member, channel: Channel) -> None:
+    async def _serve_member(self, session: WebTransportSession, channel: Channel) -> None:
         """The member's ``pubsub`` channel: its calls, then its leaving when it closes."""
-        if member.peer is not None or member.gone:
-            await channel.abort()  # one pubsub channel per session
+        try:
+            member = self._member(session)
+        except PubSubError:
+            member = None
+        if member is None or member.peer is not None or session.is_closed:
+            await channel.abort()  # one pubsub channel at a time per session
             return
         async with RpcPeer(channel, methods=self._methods, max_concurrent_handlers=16) as peer:
             member.connect(channel, peer)

@@ -15,6 +15,7 @@
 // Reading follows the application: a channel reads its stream only while someone waits in
 // receive(), so a slow reader leaves the bytes in the stream and flow control slows the sender.
 // Codecs: "json" and "bytes" (a peer asking for "msgpack" is refused with CODEC_UNSUPPORTED).
+// Topics is the member's side of a pywebtransport.pubsub Hub (topics, rooms, presence).
 //
 // Stream error codes: a page can send only codes 0 to 255 (the WebTransport API's
 // streamErrorCode is an octet), so the protocol's own codes are 0xF1 to 0xF6 and 0xF0 to 0xFF are
@@ -105,6 +106,15 @@ export class RpcError extends MessagingError {
 
 /** A call got no answer within its timeoutMs (the peer was sent rpc.cancel). */
 export class RpcTimeoutError extends MessagingTimeoutError {}
+
+/** The JSON-RPC error codes of a pywebtransport.pubsub hub, met by Topics calls. */
+export const PUBSUB_ERRORS = Object.freeze({ FORBIDDEN: -32010, BROKER_UNAVAILABLE: -32011 });
+
+/** The hub's authorize hook refused a Topics operation (`code` -32010). */
+export class ForbiddenError extends RpcError {}
+
+/** The hub's broker is away (`code` -32011): nothing was published, try again later. */
+export class BrokerUnavailableError extends RpcError {}
 
 // ------------------------------------------------------------------------------------ helpers
 
@@ -1508,5 +1518,305 @@ export class RpcPeer {
       ended ?? new ChannelClosedError(`RPC channel "${this.channel.name}" ended: ${error}`, { cause: error });
     for (const id of [...this._calls.keys()]) this._settle(id, { error: this._end });
     for (const controller of this._running.values()) controller.abort(this._end);
+  }
+}
+
+// ------------------------------------------------------------------------------------ topics
+
+const PUBSUB_CHANNEL = "pubsub";
+const MODES = ["reliable", "datagram"];
+
+/** The error a hub's error object stands for: ForbiddenError, BrokerUnavailableError or RpcError. */
+function pubsubError(error) {
+  const plain = toRpcError(error);
+  const kinds = {
+    [PUBSUB_ERRORS.FORBIDDEN]: ForbiddenError,
+    [PUBSUB_ERRORS.BROKER_UNAVAILABLE]: BrokerUnavailableError,
+  };
+  const Kind = kinds[plain.code];
+  return Kind ? new Kind(plain.code, plain.message, plain.data) : plain;
+}
+
+function isCount(value) {
+  return Number.isSafeInteger(value) && value >= 0;
+}
+
+/** A datagram message of a hub: exactly {topic, data}. */
+function isTopicDatagram(value) {
+  const keys = isObject(value) ? Object.keys(value) : [];
+  return keys.length === 2 && keys.includes("topic") && keys.includes("data");
+}
+
+/**
+ * A session's membership in the topics (rooms) of a pywebtransport.pubsub Hub: join, leave,
+ * publish, presence and the messages of the joined topics; the browser's TopicClient. Made by
+ * Topics.open() once the server attached the session to its hub (hub.attach(messenger)).
+ *
+ * It reads its "pubsub" channel itself: answers settle the calls, messages go into a queue of
+ * `queueSize` that receive() takes from. While the queue is full the channel is not read, so flow
+ * control holds reliable messages back in the hub, whose overflow policy then applies (announced
+ * by a "dropped" event); datagram messages (topics joined with mode "datagram") that find the
+ * queue full are dropped here and counted. Answers come on the same channel, behind the messages:
+ * a call made while the queue is full waits until messages are taken.
+ *
+ * Events (CustomEvent, in `detail`): "dropped" {count}: messages the hub dropped for this session
+ * because they did not fit in its queue there; "missed" {topic, count}: messages of a joined topic
+ * that the hub's broker lost.
+ *
+ * `stats` = {received, dropped, missed, ignored}: messages taken from the channel and the
+ * datagrams; messages lost (the hub's notices, plus datagram messages dropped here); messages the
+ * hub reported missed; messages and datagram messages that were not the hub's. `closed` is a
+ * promise resolving with the ChannelClosedError that ended the channel.
+ *
+ *   const topics = await Topics.open(messenger);
+ *   topics.addEventListener("dropped", (event) => console.warn(`${event.detail.count} dropped`));
+ *   await topics.join("room", { info: { name: "ada" } });
+ *   await topics.publish("room", { text: "hello" }); // if the hub's authorize hook allows it
+ *   for await (const { topic, data } of topics) console.log(topic, data);
+ */
+export class Topics extends EventTarget {
+  /**
+   * Open the "pubsub" channel to the server's hub.
+   * @param {Messenger} messenger the session's messenger (its datagrams carry datagram-mode topics).
+   * @param {{timeoutMs?: number, queueSize?: number}} [options] queueSize: messages waiting to be
+   *   received, at most (1024).
+   * @returns {Promise<Topics>}
+   * @throws {ChannelRefusedError} the server's messenger does not take "pubsub" (no hub there).
+   * @throws {MessagingTimeoutError} not accepted within timeoutMs.
+   */
+  static async open(messenger, { timeoutMs, queueSize = 1024 } = {}) {
+    if (!Number.isSafeInteger(queueSize) || queueSize < 1) {
+      throw new RangeError("queueSize must be at least 1");
+    }
+    const channel = await messenger.openChannel(PUBSUB_CHANNEL, { codec: "json", timeoutMs });
+    return new Topics(messenger, channel, { queueSize });
+  }
+
+  /** Use Topics.open(). */
+  constructor(messenger, channel, { queueSize = 1024 } = {}) {
+    super();
+    this.channel = channel;
+    this.stats = { received: 0, dropped: 0, missed: 0, ignored: 0 };
+    this._messenger = messenger;
+    this._queueSize = queueSize;
+    this._queue = []; // {topic, data} not taken yet
+    this._receivers = []; // receive() calls waiting (only while the queue is empty)
+    this._room = null; // set while the reader waits for room in the queue: wakes it
+    this._calls = new Map(); // our id -> {resolve, reject, timer}
+    this._nextId = 1;
+    this._end = null;
+    this._datagrams = null; // the datagram reader, from the first datagram-mode join on
+    this.closed = this._read();
+  }
+
+  /**
+   * Join `topic`: its messages arrive from now on. Joining again changes the mode and the info.
+   * @param {string} topic 1 to 256 characters.
+   * @param {{mode?: "reliable"|"datagram", info?: *, timeoutMs?: number}} [options] mode
+   *   "datagram": the messages come as datagram messages, unordered and possibly lost; info: a
+   *   JSON value shown with this session in presence lists.
+   * @throws {ForbiddenError} the hub does not allow it.
+   * @throws {BrokerUnavailableError} the hub's broker is away.
+   * @throws {RpcError} another refusal (INVALID_PARAMS: a bad topic name).
+   * @throws {MessagingTimeoutError} no answer within timeoutMs.
+   * @throws {ChannelClosedError} the channel to the hub has ended.
+   */
+  async join(topic, { mode = "reliable", info = null, timeoutMs } = {}) {
+    if (!MODES.includes(mode)) {
+      throw new TypeError(`mode is "reliable" or "datagram", not ${JSON.stringify(mode)}`);
+    }
+    if (mode === "datagram") this._datagrams ??= this._readDatagrams();
+    await this._call("pubsub.join", [topic, mode, info], timeoutMs);
+  }
+
+  /** Leave `topic` (nothing happens when this session is not in it). Throws like join(). */
+  async leave(topic, { timeoutMs } = {}) {
+    await this._call("pubsub.leave", [topic], timeoutMs);
+  }
+
+  /**
+   * Publish `data` (a JSON value) on `topic` through the hub; resolves once its broker took it.
+   * Throws like join(): ForbiddenError unless the hub's authorize hook allows this session to
+   * publish there (without a hook, members may not publish); BrokerUnavailableError when nothing
+   * was published; TypeError when `data` has no JSON form.
+   */
+  async publish(topic, data, { timeoutMs } = {}) {
+    await this._call("pubsub.publish", [topic, data], timeoutMs);
+  }
+
+  /**
+   * Who is in `topic` across the server's processes. Throws like join().
+   * @returns {Promise<Array<{id: string, info: *}>>}
+   */
+  presence(topic, { timeoutMs } = {}) {
+    return this._call("pubsub.presence", [topic], timeoutMs);
+  }
+
+  /**
+   * The next message of a joined topic. Callers waiting at the same time get successive messages.
+   * @param {{timeoutMs?: number}} [options]
+   * @returns {Promise<{topic: string, data: *}>}
+   * @throws {ChannelClosedError} the channel ended, and every message before the end was taken.
+   * @throws {MessagingTimeoutError} nothing within timeoutMs (nothing is lost).
+   */
+  receive({ timeoutMs } = {}) {
+    if (this._queue.length > 0) {
+      const message = this._queue.shift();
+      this._room?.();
+      return Promise.resolve(message);
+    }
+    if (this._end) return Promise.reject(this._end);
+    return new Promise((resolve, reject) => {
+      const receiver = { resolve, reject, timer: null };
+      if (timeoutMs != null) {
+        receiver.timer = setTimeout(() => {
+          this._receivers = this._receivers.filter((other) => other !== receiver);
+          reject(new MessagingTimeoutError(`no topic message within ${timeoutMs} ms`));
+        }, timeoutMs);
+      }
+      this._receivers.push(receiver);
+    });
+  }
+
+  /** The messages of the joined topics ({topic, data}) until the channel to the hub ends. */
+  async *[Symbol.asyncIterator]() {
+    for (;;) {
+      let message;
+      try {
+        message = await this.receive();
+      } catch (error) {
+        if (error instanceof ChannelClosedError) return;
+        throw error;
+      }
+      yield message;
+    }
+  }
+
+  /**
+   * Close the channel: the hub takes this session out of every topic (and serves no other
+   * "pubsub" channel of this session). Waiting calls and receive() calls reject with
+   * ChannelClosedError; messages already queued can still be taken. The datagram reader, if
+   * any, stops at the next datagram message. Idempotent.
+   */
+  async close() {
+    this._finish(new ChannelClosedError("the topics were closed", { code: CODES.CLOSED }));
+    await this.channel.close();
+    await this.closed;
+  }
+
+  // ---------------------------------------------------------------------------- inside
+
+  _call(method, params, timeoutMs) {
+    if (this._end) return Promise.reject(this._end);
+    const id = this._nextId++;
+    return new Promise((resolve, reject) => {
+      const expired = () =>
+        this._settle(id, { error: new MessagingTimeoutError(`${method}: no answer within ${timeoutMs} ms`) });
+      const timer = timeoutMs == null ? null : setTimeout(expired, timeoutMs);
+      this._calls.set(id, { resolve, reject, timer });
+      const request = { jsonrpc: JSONRPC, id, method, params };
+      this.channel.send(request).catch((error) => this._settle(id, { error }));
+    });
+  }
+
+  /** Resolve or reject our call `id`; false if it is not waiting (any more). */
+  _settle(id, { value, error }) {
+    const call = this._calls.get(id);
+    if (!call) return false;
+    this._calls.delete(id);
+    clearTimeout(call.timer);
+    if (error) call.reject(error);
+    else call.resolve(value);
+    return true;
+  }
+
+  async _read() {
+    while (!this._end) {
+      let message;
+      try {
+        message = await this.channel.receive();
+      } catch (error) {
+        if (error instanceof DecodeError) {
+          this.stats.ignored += 1;
+          continue;
+        }
+        this._finish(error);
+        break;
+      }
+      await this._take(message);
+    }
+    return this._end;
+  }
+
+  async _take(message) {
+    const method = isObject(message) ? message.method : null;
+    const params = isObject(message) && Array.isArray(message.params) ? message.params : [];
+    if (isObject(message) && !("method" in message)) {
+      const outcome = "error" in message ? { error: pubsubError(message.error) } : { value: message.result };
+      if (!this._settle(message.id, outcome)) this.stats.ignored += 1; // late or unknown
+    } else if (method === "pubsub.message" && params.length === 2) {
+      await this._put({ topic: params[0], data: params[1] });
+    } else if (method === "pubsub.dropped" && isCount(params[0])) {
+      this.stats.dropped += params[0];
+      this.dispatchEvent(new CustomEvent("dropped", { detail: { count: params[0] } }));
+    } else if (method === "pubsub.missed" && params.length === 2 && isCount(params[1])) {
+      this.stats.missed += params[1];
+      this.dispatchEvent(new CustomEvent("missed", { detail: { topic: params[0], count: params[1] } }));
+    } else {
+      this.stats.ignored += 1;
+    }
+  }
+
+  /** Queue a reliable message, waiting (the channel unread) while the queue is full. */
+  async _put(message) {
+    while (this._queue.length >= this._queueSize && !this._end) {
+      await new Promise((resolve) => {
+        this._room = resolve;
+      });
+      this._room = null;
+    }
+    if (!this._end) this._offer(message);
+  }
+
+  /** Hand a message to a waiting receive() or queue it; false if the queue is full. */
+  _offer(message) {
+    const receiver = this._receivers.shift();
+    if (receiver) {
+      clearTimeout(receiver.timer);
+      receiver.resolve(message);
+    } else if (this._queue.length < this._queueSize) {
+      this._queue.push(message);
+    } else {
+      return false;
+    }
+    this.stats.received += 1;
+    return true;
+  }
+
+  async _readDatagrams() {
+    const datagrams = this._messenger.datagrams;
+    while (!this._end) {
+      let value;
+      try {
+        value = await datagrams.receive();
+      } catch {
+        return; // the session's datagrams ended, or the messenger was closed
+      }
+      if (this._end) return;
+      if (!isTopicDatagram(value)) this.stats.ignored += 1;
+      else if (!this._offer({ topic: value.topic, data: value.data })) this.stats.dropped += 1;
+    }
+  }
+
+  /** The channel ended (or close()): calls and waiting receivers fail, the reader stops. */
+  _finish(error) {
+    if (this._end) return;
+    this._end = error;
+    for (const id of [...this._calls.keys()]) this._settle(id, { error });
+    for (const receiver of this._receivers.splice(0)) {
+      clearTimeout(receiver.timer);
+      receiver.reject(error);
+    }
+    this._room?.();
   }
 }
