@@ -24,7 +24,8 @@ class BackendListener(Protocol):
         """An envelope published on ``topic`` (by any hub) arrived."""
 
     def broker_lost(self, reason: str) -> None:
-        """The broker went away; the backend is reconnecting."""
+        """The broker went away; the backend is reconnecting. Called once per outage (calls that
+        were pending may fail with ``BrokerUnavailable`` just before)."""
 
     def broker_restored(self) -> None:
         """The broker is back; subscriptions and presence entries were restored."""
@@ -49,13 +50,17 @@ class Backend(Protocol):
         """Disconnect and forget this hub's presence entries. Idempotent."""
 
     async def subscribe(self, topic: str) -> None:
-        """Deliver ``topic``'s envelopes to this hub from now on."""
+        """Deliver ``topic``'s envelopes to this hub; returns once deliveries have started."""
 
     async def unsubscribe(self, topic: str) -> None:
-        """Stop delivering ``topic``'s envelopes to this hub."""
+        """Stop delivering ``topic``'s envelopes to this hub; none arrive after it returns."""
 
     async def publish(self, topic: str, envelope: bytes) -> None:
-        """Send an envelope to every hub subscribed to ``topic``, in call order."""
+        """Send an envelope to every hub subscribed to ``topic``, in call order.
+
+        Raises ``BrokerUnavailable`` when the broker is away; when the connection fails after
+        the envelope was sent, it may or may not have been delivered.
+        """
 
     async def set_presence(self, topic: str, member: str, info: bytes) -> None:
         """Record (or update) ``member`` as present in ``topic``."""
@@ -98,9 +103,6 @@ class MemoryBackend:
     def connected(self) -> bool:
         return True
 
-    async def start(self, listener: BackendListener) -> None:
-        self._listener = listener
-
     async def close(self) -> None:
         for topic in list(self._topics):
             await self.unsubscribe(topic)
@@ -108,11 +110,15 @@ class MemoryBackend:
             await self.clear_presence(topic, member)
         self._listener = None
 
+    async def start(self, listener: BackendListener) -> None:
+        self._listener = listener
+        for topic in self._topics:  # recorded before the start
+            self._broker.subscribers.setdefault(topic, set()).add(listener)
+
     async def subscribe(self, topic: str) -> None:
-        if self._listener is None:
-            raise RuntimeError("the backend is not started")
         self._topics.add(topic)
-        self._broker.subscribers.setdefault(topic, set()).add(self._listener)
+        if self._listener is not None:
+            self._broker.subscribers.setdefault(topic, set()).add(self._listener)
 
     async def unsubscribe(self, topic: str) -> None:
         self._topics.discard(topic)

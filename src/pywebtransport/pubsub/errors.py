@@ -12,7 +12,11 @@ class PubSubError(MessagingError):
 
 
 class BrokerUnavailable(PubSubError):
-    """The broker cannot be reached now (the hub is reconnecting); nothing was published."""
+    """The broker cannot be reached now (the hub is reconnecting).
+
+    A publish refused before it was sent was not published; one whose connection failed while
+    waiting for the broker's answer may have been delivered to some hubs.
+    """
 
 
 class Forbidden(PubSubError):
