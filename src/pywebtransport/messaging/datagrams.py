@@ -72,7 +72,12 @@ class DatagramMessages:
             SessionError: the session is closed.
         """
         chosen = self._codec if codec is None else get_codec(codec)
-        payload = chosen.encode(message)
+        await self.send_encoded(chosen.encode(message), codec=chosen.name)
+
+    async def send_encoded(self, payload: bytes, *, codec: str | None = None) -> None:
+        """Send a payload already encoded with ``codec`` (default: this object's) in one
+        datagram: encode once, send to many sessions. Raises as :meth:`send` does."""
+        chosen = self._codec if codec is None else get_codec(codec)
         try:
             await self._transport.send(bytes((chosen.id,)) + payload)
         except DatagramError as exc:

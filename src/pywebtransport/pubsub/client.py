@@ -160,7 +160,9 @@ class TopicClient(EventEmitter):
             ChannelClosed: the channel to the hub ended (and every message before it was taken).
             TimeoutError: nothing arrived within ``timeout`` seconds.
         """
-        if self._queue.empty() and self._ended.is_set():
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        if self._ended.is_set():
             raise self._closed()
         getter = asyncio.ensure_future(self._queue.get())
         ended = asyncio.ensure_future(self._ended.wait())

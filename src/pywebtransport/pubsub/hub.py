@@ -71,6 +71,7 @@ Overflow = Literal["drop_oldest", "drop_newest", "disconnect"]
 Action = Literal["join", "publish", "presence"]
 Authorize = Callable[["WebTransportSession", Action, str], bool | Awaitable[bool]]
 
+_JSON = get_codec("json")
 _MODES = ("reliable", "datagram")
 _OVERFLOWS = ("drop_oldest", "drop_newest", "disconnect")
 _MAX_TOPIC = 256  # characters in a topic name
@@ -86,7 +87,7 @@ class HubStats:
     published: int = 0  # publish() calls the broker accepted
     publish_failed: int = 0  # publish() calls refused because the broker was away
     received: int = 0  # envelopes the backend delivered to this hub
-    deliveries: int = 0  # messages handed to members (queued or sent as a datagram)
+    deliveries: int = 0  # messages handed to members (queued, or sent as a datagram)
     dropped: int = 0  # messages a member lost: queue overflow, datagram too large or failed
     disconnected: int = 0  # members disconnected by the "disconnect" policy
     missed: int = 0  # messages this hub never received (sequence gaps: the broker lost them)
@@ -110,12 +111,19 @@ class MemberStats:
 class _Outgoing:
     """One published message on its way to members; encoded at most once per codec."""
 
-    __slots__ = ("data", "encoded", "topic")
+    __slots__ = ("as_datagram", "data", "encoded", "topic")
 
     def __init__(self, topic: str, data: Any) -> None:
         self.topic = topic
         self.data = data
         self.encoded: dict[str, bytes] = {}
+        self.as_datagram: bytes | None = None
+
+    def datagram(self) -> bytes:
+        """The JSON payload of its datagram message, ``{"topic", "data"}``."""
+        if self.as_datagram is None:
+            self.as_datagram = _JSON.encode({"topic": self.topic, "data": self.data})
+        return self.as_datagram
 
     def notification(self, codec: Codec) -> bytes:
         payload = self.encoded.get(codec.name)
@@ -160,6 +168,7 @@ class _Member:
                 return True
             self.queue.popleft()
         self.queue.append(item)
+        self.hub._stats.deliveries += 1
         self.wakeup.set()
         return True
 
@@ -577,8 +586,9 @@ class Hub(EventEmitter):
         if gap:
             self._announce_missed(topic, gap, members)
         outgoing = _Outgoing(topic, decoded["d"])
-        for member in list(members):
-            self._stats.deliveries += 1
+        order = list(members)
+        turn = self._stats.received % len(order)  # no member is always served last
+        for member in order[turn:] + order[:turn]:
             if member.topics.get(topic) == "datagram":
                 await self._send_datagram(member, outgoing)
             elif not member.push(outgoing):
@@ -608,13 +618,14 @@ class Hub(EventEmitter):
 
     async def _send_datagram(self, member: _Member, outgoing: _Outgoing) -> None:
         try:
-            await member.messenger.datagrams.send({"topic": outgoing.topic, "data": outgoing.data})
+            await member.messenger.datagrams.send_encoded(outgoing.datagram(), codec="json")
         except (MessagingError, WebTransportError) as exc:
             member.stats.dropped += 1
             self._stats.dropped += 1
             logger.debug("pubsub: datagram to %s dropped: %s", member.id, exc)
         else:
             member.stats.delivered += 1
+            self._stats.deliveries += 1
 
     # ------------------------------------------------------------------- member methods
 
