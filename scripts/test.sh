@@ -23,8 +23,8 @@ check() {
     failed+=("$name")
 }
 
-check "install chromium" bash scripts/install-chromium.sh
-check "install redis-server" bash scripts/install-redis.sh
+check "install chromium" bash scripts/install-debian-package.sh chromium chromium
+check "install redis-server" bash scripts/install-debian-package.sh redis-server redis-server
 check "ruff check" "$bin/ruff" check .
 check "ruff format" "$bin/ruff" format --check .
 check "mypy" "$bin/mypy" --strict src tests

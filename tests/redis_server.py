@@ -28,7 +28,7 @@ class RedisServer:
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server is not installed (scripts/install-redis.sh)")
+            raise RuntimeError("redis-server is not installed (see scripts/test.sh)")
         self.binary = binary
         self.workdir = workdir
         self.port = port or free_tcp_port()

@@ -451,6 +451,20 @@ function settle(item) {
 
 // ------------------------------------------------------------------------------------ channel
 
+/** Yields what `receive()` resolves to, until it rejects with an error `isEnd` accepts. */
+async function* receiveUntil(receive, isEnd) {
+  for (;;) {
+    let value;
+    try {
+      value = await receive();
+    } catch (error) {
+      if (isEnd(error)) return;
+      throw error;
+    }
+    yield value;
+  }
+}
+
 /**
  * One message channel over a bidirectional stream: ordered, reliable messages both ways.
  * Made by Messenger.openChannel(), acceptChannel() and route(); not constructed directly.
@@ -529,18 +543,10 @@ export class Channel {
    * end). Other ends, and a DecodeError, are thrown (iterating again goes on after a DecodeError).
    */
   async *[Symbol.asyncIterator]() {
-    for (;;) {
-      let message;
-      try {
-        message = await this.receive();
-      } catch (error) {
-        if (error instanceof ChannelClosedError && (error.code === null || error.code === CODES.CLOSED)) {
-          return;
-        }
-        throw error;
-      }
-      yield message;
-    }
+    yield* receiveUntil(
+      () => this.receive(),
+      (error) => error instanceof ChannelClosedError && (error.code === null || error.code === CODES.CLOSED),
+    );
   }
 
   /**
@@ -689,16 +695,7 @@ export class DatagramMessages {
 
   /** Datagram messages until the session ends. */
   async *[Symbol.asyncIterator]() {
-    for (;;) {
-      let message;
-      try {
-        message = await this.receive();
-      } catch (error) {
-        if (error instanceof ChannelClosedError) return;
-        throw error;
-      }
-      yield message;
-    }
+    yield* receiveUntil(() => this.receive(), (error) => error instanceof ChannelClosedError);
   }
 
   _close() {
@@ -1680,16 +1677,7 @@ export class Topics extends EventTarget {
 
   /** The messages of the joined topics ({topic, data}) until the channel to the hub ends. */
   async *[Symbol.asyncIterator]() {
-    for (;;) {
-      let message;
-      try {
-        message = await this.receive();
-      } catch (error) {
-        if (error instanceof ChannelClosedError) return;
-        throw error;
-      }
-      yield message;
-    }
+    yield* receiveUntil(() => this.receive(), (error) => error instanceof ChannelClosedError);
   }
 
   /**
