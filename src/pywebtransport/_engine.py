@@ -5,7 +5,7 @@ from __future__ import annotations
 from aioquic.quic.configuration import QuicConfiguration
 
 from .config import ClientConfig, ServerConfig
-from .protocol.quic import AioquicEngine
+from .protocol.engine_aioquic import AioquicEngine
 
 #: Unidirectional streams every HTTP/3 peer opens for itself: control, QPACK encoder, decoder.
 _H3_UNI_STREAMS = 3

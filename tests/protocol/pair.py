@@ -9,7 +9,7 @@ from aioquic.quic.configuration import QuicConfiguration
 
 from pywebtransport.protocol import AioquicEngine, WebTransportProtocol
 from pywebtransport.protocol import events as ev
-from pywebtransport.protocol.quic import route_packet
+from pywebtransport.protocol.packets import route_packet
 from tests.certs import make_cert
 
 CLIENT_ADDR = ("127.0.0.1", 50000)

@@ -10,7 +10,7 @@ from aioquic import tls
 from pywebtransport.protocol import CreditExhausted
 from pywebtransport.protocol import events as ev
 from pywebtransport.protocol.codec import encode_capsule, encode_frame, encode_varint
-from pywebtransport.protocol.quic import stateless_reset, stateless_reset_token
+from pywebtransport.protocol.packets import stateless_reset, stateless_reset_token
 from pywebtransport.protocol.settings import LocalLimits
 from pywebtransport.protocol.wire import CapsuleType, Dialect, FrameType, H3ErrorCode
 from tests.protocol.pair import Pair

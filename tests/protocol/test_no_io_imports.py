@@ -110,3 +110,25 @@ def test_checker_allows_other_imports(source: str) -> None:
 
 def test_checker_reports_line_and_module() -> None:
     assert forbidden_imports("import os\nfrom time import monotonic\n") == ["2: time"]
+
+
+#: The modules that may import a QUIC engine's package, and which one.
+ENGINE_MODULES = {"engine_aioquic.py": "aioquic", "packets.py": "aioquic"}
+ENGINES = frozenset({"aioquic", "qh3"})
+
+
+def test_only_the_engine_modules_import_an_engine() -> None:
+    """The seam and the core are engine-neutral; each engine's access stays in its module."""
+    offenders = {}
+    for path in protocol_modules():
+        allowed = ENGINE_MODULES.get(path.name)
+        tree = ast.parse(path.read_text(), filename=str(path))
+        engines = {
+            module.split(".")[0]
+            for node in ast.walk(tree)
+            for module in _imported_modules(node)
+            if module.split(".")[0] in ENGINES
+        }
+        if engines - {allowed}:
+            offenders[path.name] = sorted(engines)
+    assert offenders == {}

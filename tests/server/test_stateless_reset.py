@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pywebtransport import ClientConfig, StreamError, WebTransportClient
-from pywebtransport.protocol.quic import stateless_reset_token
+from pywebtransport.protocol.packets import stateless_reset_token
 from tests.certs import CertBundle, load_cert
 from tests.conftest import T, build_app, serving
 from tests.faults import start_child, stop_child

@@ -7,8 +7,9 @@ caller passes ``now`` and moves the bytes.
 from __future__ import annotations
 
 from .connection import WebTransportProtocol
+from .engine_aioquic import AioquicEngine
 from .errors import CreditExhausted, DatagramTooLarge, ProtocolUsageError, ProtocolViolation
-from .quic import AioquicEngine, QuicEngine
+from .quic import QuicEngine
 from .settings import LocalLimits
 from .wire import Dialect, H3ErrorCode, app_code_to_h3, h3_to_app_code
 

@@ -25,7 +25,7 @@ from ..constants import ALPN_H3
 from ..exceptions import ServerError
 from ..protocol import LocalLimits, WebTransportProtocol
 from ..protocol import events as ev
-from ..protocol.quic import (
+from ..protocol.packets import (
     MIN_STATELESS_RESET,
     PacketRoute,
     check_retry_token,

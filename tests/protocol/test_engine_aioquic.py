@@ -1,0 +1,107 @@
+"""The aioquic engine: what an idle connection keeps, and canaries for aioquic's internals.
+
+The engine reaches into aioquic's ``QuicConnection`` for a few private names (each marked
+``# aioquic internals`` in engine_aioquic.py). An aioquic release that renames or reshapes one
+fails here, by name, rather than deep inside a transfer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aioquic import tls
+
+from pywebtransport.protocol.engine_aioquic import _SharedFrameHandlers
+from tests.protocol.pair import Pair
+
+
+def test_an_idle_connection_keeps_no_handshake_state(tmp_path: Path) -> None:
+    pair = Pair(tmp_path)
+    pair.open_session()
+    pair.roundtrip()
+    for core, one_rtt_buffer in ((pair.server, 64), (pair.client, 4096)):
+        quic = core.engine._quic  # type: ignore[attr-defined]
+        # The Initial and Handshake crypto streams and buffers are gone once both epochs are.
+        assert set(quic._crypto_streams) == {tls.Epoch.ONE_RTT}
+        assert set(quic._crypto_buffers) == {tls.Epoch.ONE_RTT}
+        assert quic._crypto_buffers[tls.Epoch.ONE_RTT].capacity == one_rtt_buffer
+        # Two connection IDs each way, not aioquic's eight.
+        assert len(quic._host_cids) <= 2 and len(quic._peer_cid_available) <= 1
+        # QPACK: no decoder is held while nothing arrives on the peer's encoder stream.
+        assert core._codec._stream_decoder is None
+
+
+def test_frame_handlers_are_shared_between_connections(tmp_path: Path) -> None:
+    first, second = Pair(tmp_path / "a"), Pair(tmp_path / "b")
+    views = [
+        pair.server.engine._quic._QuicConnection__frame_handlers  # type: ignore[attr-defined]
+        for pair in (first, second)
+    ]
+    assert all(isinstance(view, _SharedFrameHandlers) for view in views)
+    assert views[0]._table is views[1]._table
+    # Lookups bind to their own connection, and unknown frame types are still a KeyError.
+    handler, _ = views[0][0x01]  # PING
+    assert handler.__self__ is first.server.engine._quic  # type: ignore[attr-defined]
+    with pytest.raises(KeyError):
+        views[0][0x7F]
+    first.open_session()
+    second.open_session()  # both connections still handle every frame they get
+
+
+# Every private name engine_aioquic.py reads, writes or overrides, with the attributes it uses.
+CONNECTION_INTERNALS = {
+    "_local_active_connection_id_limit": (),
+    "_remote_active_connection_id_limit": (),
+    "_host_cids": (),
+    "_local_max_data": ("value", "used", "sent", "frame_type"),
+    "_local_max_streams_bidi": ("value", "used", "sent", "frame_type"),
+    "_local_max_streams_uni": ("value", "used", "sent", "frame_type"),
+    "_streams": (),
+    "_is_client": (),
+    "_state": (),
+    "_spaces": (),
+    "_crypto_buffers": (),
+    "_crypto_streams": (),
+    "_datagrams_pending": (),
+    "_peer_cid": ("cid", "stateless_reset_token"),
+    "_peer_cid_available": (),
+    "_remote_max_datagram_frame_size": (),
+    "_loss": ("_rtt_smoothed",),
+    "_QuicConnection__frame_handlers": (),
+}
+CONNECTION_METHODS = (
+    "_replenish_connection_ids",
+    "_write_stream_limits",
+    "_write_connection_limits",
+    "_on_max_stream_data_delivery",
+    "_on_connection_limit_delivery",
+)
+
+
+def test_canaries_for_every_aioquic_internal_the_engine_touches(tmp_path: Path) -> None:
+    from aioquic.quic.connection import QuicConnection
+
+    pair = Pair(tmp_path)
+    pair.open_session()
+    stream_id = pair.client.engine.next_stream_id(False)
+    pair.client.engine.send_stream_data(stream_id, b"canary")
+    pair.roundtrip()
+    for core in (pair.client, pair.server):
+        quic = core.engine._quic  # type: ignore[attr-defined]
+        for name, fields in CONNECTION_INTERNALS.items():
+            assert hasattr(quic, name), f"aioquic's QuicConnection lost {name}"
+            value = getattr(quic, name)
+            for field in fields:
+                assert hasattr(value, field), f"aioquic's {name} lost .{field}"
+        for name in CONNECTION_METHODS:
+            assert callable(getattr(QuicConnection, name, None)), f"aioquic lost {name}()"
+        for cid in quic._host_cids:
+            assert {"cid", "was_sent", "stateless_reset_token"} <= set(dir(cid))
+        for space in quic._spaces.values():
+            assert hasattr(space, "discarded")
+        assert hasattr(quic.tls, "_peer_certificate")
+    stream = pair.client.engine._quic._streams[stream_id]  # type: ignore[attr-defined]
+    assert {"_buffer_start", "_buffer_stop"} <= set(dir(stream.sender))
+    assert {"max_stream_data_local", "max_stream_data_local_sent", "receiver"} <= set(dir(stream))
+    assert hasattr(stream.receiver, "highest_offset")
