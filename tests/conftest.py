@@ -1,9 +1,19 @@
-"""Shared fixtures: a test certificate and a running server with test routes."""
+"""Shared fixtures: a test certificate, a running server with test routes, the QUIC engine.
+
+Every test of a module that runs QUIC connections (an in-memory :class:`Pair`, or clients and
+servers on loopback) runs once per QUIC engine: the ``quic_engine`` fixture makes that engine
+the default of every ClientConfig and ServerConfig the test builds (a config naming an engine
+keeps it) and of every Pair. A test that needs a guarantee the qh3 engine cannot give
+(docs/architecture.md) is marked ``@pytest.mark.aioquic_only("the limitation")`` and skipped
+on qh3 with that reason.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import importlib.util
+import inspect
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import pytest
@@ -20,6 +30,67 @@ from tests.certs import CertBundle, make_cert
 
 #: Every wait in the asyncio tests is bounded by a multiple of this (seconds).
 T = 5.0
+
+#: The QUIC engines the tests run on (qh3 only when installed: pywebtransport[fast]).
+ENGINES = ("aioquic", "qh3") if importlib.util.find_spec("qh3") is not None else ("aioquic",)
+
+#: A module that contains one of these runs QUIC connections: its tests run on every engine.
+_ENGINE_USES = ("Pair(", "WebTransportClient(", "WebTransportServer(", "serving(", "build_app(")
+
+_current_engine = ["aioquic"]
+
+#: The reason of the tests that need receive credit to follow reading (docs/architecture.md).
+CREDIT_FOLLOWS_READING = (
+    "qh3 raises receive credit as data arrives, not as the application reads it: a peer that "
+    "does not read slows no writer down"
+)
+#: The reason of the tests that need a stream slot to stay taken until the stream is read.
+SLOTS_FOLLOW_READING = (
+    "qh3 gives a peer's stream slot back when the stream is finished on the wire, not when the "
+    "application has read it"
+)
+
+
+def current_engine() -> str:
+    """The engine the running test uses (see the ``quic_engine`` fixture)."""
+    return _current_engine[0]
+
+
+def _runs_connections(module: object) -> bool:
+    try:
+        source = inspect.getsource(module)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return False
+    return any(use in source for use in _ENGINE_USES)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A module may name the engines it is about (QUIC_ENGINES = ("aioquic",): its internals).
+    engines = getattr(metafunc.module, "QUIC_ENGINES", ENGINES)
+    if (
+        "quic_engine" in metafunc.fixturenames
+        and engines != ("aioquic",)
+        and _runs_connections(metafunc.module)
+    ):
+        metafunc.parametrize("quic_engine", engines, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def quic_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The QUIC engine of this test: the default of its configs and pairs."""
+    name: str = getattr(request, "param", "aioquic")
+    marker = request.node.get_closest_marker("aioquic_only")
+    if name != "aioquic" and marker is not None:
+        pytest.skip(f"{name}: {marker.args[0]}")
+    for config in (ClientConfig, ServerConfig):
+        defaults = config.__init__.__kwdefaults__
+        assert defaults is not None and "engine" in defaults
+        monkeypatch.setitem(defaults, "engine", name)
+    _current_engine[0] = name
+    try:
+        yield name
+    finally:
+        _current_engine[0] = "aioquic"
 
 
 @pytest.fixture(scope="session")

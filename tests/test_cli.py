@@ -215,6 +215,25 @@ async def test_serve_reports_busy_port(served: Served, tmp_path: Path) -> None:
     assert f"cannot listen on TCP 127.0.0.1:{served.http_port}" in err
 
 
+async def test_serve_on_the_qh3_engine(tmp_path: Path) -> None:
+    pytest.importorskip("qh3")
+    served = await start_serve(tmp_path, "--engine", "qh3")
+    try:
+        url = f"https://127.0.0.1:{served.udp_port}/echo"
+        code, _, err = await run_cli("connect", url, "--cert-hash", served.hash_hex)
+        assert code == 0, err  # (the connect command's client runs on aioquic)
+    finally:
+        served.process.kill()
+        await served.process.wait()
+
+
+def test_serve_rejects_an_unknown_engine(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--engine", "quiche"])
+    assert exit_info.value.code == 2
+    assert "--engine: invalid choice" in capsys.readouterr().err
+
+
 def test_connect_rejects_bad_hash(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["connect", "https://127.0.0.1:4433/echo", "--cert-hash", "not-hex"])

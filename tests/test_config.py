@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ssl
 
 import pytest
@@ -34,6 +35,7 @@ def test_defaults_are_safe() -> None:
         ({"stream_receive_window": 0}, "stream_receive_window"),
         ({"max_incoming_streams": 1.5}, "max_incoming_streams"),
         ({"max_early_streams": True}, "max_early_streams"),
+        ({"engine": "quiche"}, "engine"),
         (
             {"stream_receive_window": 2 << 20, "connection_receive_window": 1 << 20},
             "connection_receive_window",
@@ -61,12 +63,33 @@ def test_client_validation_names_the_field(kwargs: dict[str, object], field: str
         ({"stateless_reset_key": "a string, not bytes"}, "stateless_reset_key"),
         ({"broker_url": "amqp://127.0.0.1"}, "broker_url"),
         ({"broker_url": 6379}, "broker_url"),
+        ({"engine": None}, "engine"),
     ],
 )
 def test_server_validation_names_the_field(kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         ServerConfig(**kwargs)  # type: ignore[arg-type]
     assert info.value.field == field
+
+
+def test_the_engine_is_aioquic_unless_qh3_is_chosen() -> None:
+    assert ClientConfig().engine == ServerConfig().engine == "aioquic"
+    if importlib.util.find_spec("qh3") is not None:
+        assert ClientConfig(engine="qh3").engine == ServerConfig(engine="qh3").engine == "qh3"
+
+
+@pytest.mark.parametrize("config", [ClientConfig, ServerConfig])
+def test_qh3_without_qh3_installed_says_what_to_install(
+    config: type[ClientConfig | ServerConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "qh3" else real(name, *a)
+    )
+    with pytest.raises(ConfigurationError) as info:
+        config(engine="qh3")
+    assert info.value.field == "engine"
+    assert "pip install pywebtransport[fast]" in str(info.value)
 
 
 def test_create_from_dict_to_dict_update_copy() -> None:

@@ -6,22 +6,26 @@ import asyncio
 import contextlib
 import hashlib
 
+import pytest
+
 from pywebtransport import (
     ClientConfig,
     ServerApp,
     ServerConfig,
     WebTransportClient,
+    WebTransportError,
     WebTransportReceiveStream,
     WebTransportSession,
     WebTransportStream,
 )
 from pywebtransport.protocol import AioquicEngine
 from tests.certs import CertBundle
-from tests.conftest import T, serving
+from tests.conftest import CREDIT_FOLLOWS_READING, SLOTS_FOLLOW_READING, T, serving
 
 WINDOW = 1024 * 1024  # aioquic's default max_stream_data, which sets the receive window
 
 
+@pytest.mark.aioquic_only(CREDIT_FOLLOWS_READING)
 async def test_unread_stream_holds_at_most_one_window(cert: CertBundle) -> None:
     accepted: asyncio.Future[WebTransportStream] = asyncio.get_running_loop().create_future()
     release = asyncio.Event()
@@ -56,6 +60,7 @@ async def test_unread_stream_holds_at_most_one_window(cert: CertBundle) -> None:
         assert await digest == hashlib.sha256(payload).hexdigest()
 
 
+@pytest.mark.aioquic_only(CREDIT_FOLLOWS_READING)
 async def test_unread_streams_together_hold_at_most_the_connection_window(
     cert: CertBundle,
 ) -> None:
@@ -113,6 +118,7 @@ async def test_unread_streams_together_hold_at_most_the_connection_window(
         assert await digests == expected
 
 
+@pytest.mark.aioquic_only(SLOTS_FOLLOW_READING)
 async def test_a_stream_slot_comes_back_only_when_its_stream_is_read(cert: CertBundle) -> None:
     """max_incoming_streams: accepted but unread streams hold their slots; reading frees one."""
     limit = 4
@@ -156,3 +162,43 @@ async def test_a_stream_slot_comes_back_only_when_its_stream_is_read(cert: CertB
         assert not extra.done()
         read_one.set()
         assert await extra == f"stream {limit}".encode()
+
+
+async def test_on_qh3_unread_bytes_beyond_the_window_close_the_connection(
+    cert: CertBundle, quic_engine: str
+) -> None:
+    """qh3 cannot make the writer wait; its engine keeps the memory bound by closing."""
+    if quic_engine != "qh3":
+        pytest.skip("aioquic makes the writer wait instead (the tests above)")
+    window = 1024 * 1024
+    loop = asyncio.get_running_loop()
+    closed: asyncio.Future[None] = loop.create_future()
+    config = ServerConfig(
+        certfile=str(cert.certfile),
+        keyfile=str(cert.keyfile),
+        stream_receive_window=256 * 1024,
+        connection_receive_window=window,
+    )
+    app = ServerApp(config=config)
+
+    @app.route("/never")
+    async def never(session: WebTransportSession) -> None:
+        await session.accept_bidirectional_stream()  # accepted, never read
+        await session.wait_closed()
+        closed.set_result(None)
+
+    client_config = ClientConfig(server_certificate_hashes=[cert.sha256])
+    async with (
+        serving(app) as server,
+        asyncio.timeout(4 * T),
+        WebTransportClient(config=client_config) as client,
+    ):
+        session = await client.connect(url=f"https://127.0.0.1:{server.local_address[1]}/never")
+        stream = await session.create_bidirectional_stream()
+        # The writes go out until the server's engine closes; later ones fail or go nowhere.
+        with contextlib.suppress(WebTransportError):
+            await stream.write_all(b"w" * (4 * window))
+        await session.wait_closed()
+        await closed
+        error = session._conn.close_error
+        assert error is not None and "0x107" in str(error), error  # H3_EXCESSIVE_LOAD

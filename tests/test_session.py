@@ -16,7 +16,7 @@ from pywebtransport import (
 )
 from pywebtransport.events import Event, EventType
 from tests.certs import CertBundle
-from tests.conftest import T, build_app, serving, url
+from tests.conftest import CREDIT_FOLLOWS_READING, T, build_app, serving, url
 
 
 async def test_bidirectional_echo_with_fin(
@@ -138,6 +138,7 @@ async def test_stop_sending_reaches_writer(
         assert info.value.error_code == 9
 
 
+@pytest.mark.aioquic_only(CREDIT_FOLLOWS_READING)
 async def test_writer_memory_is_bounded_when_peer_does_not_read(
     server: WebTransportServer, cert: object
 ) -> None:

@@ -1,47 +1,84 @@
-"""Building the QUIC engine from a client or server configuration (one place for both)."""
+"""Choosing and configuring the QUIC engine from a client or server configuration.
+
+The configuration (:class:`ClientConfig` / :class:`ServerConfig`) becomes an engine-neutral
+:class:`QuicSettings`; the engine named by ``config.engine`` turns it into its own QUIC
+configuration through an :class:`EngineFactory` (``protocol/engine_aioquic.py``,
+``protocol/engine_qh3.py``).
+"""
 
 from __future__ import annotations
 
-from aioquic.quic.configuration import QuicConfiguration
+import ssl
 
+from ._keylog import key_log_file
 from .config import ClientConfig, ServerConfig
-from .protocol.engine_aioquic import AioquicEngine
+from .constants import ALPN_H3
+from .protocol.engine_aioquic import AioquicFactory
+from .protocol.quic import EngineFactory, QuicSettings
+
+#: The QUIC engines a config may name.
+ENGINES = ("aioquic", "qh3")
 
 #: Unidirectional streams every HTTP/3 peer opens for itself: control, QPACK encoder, decoder.
 _H3_UNI_STREAMS = 3
 
 
-def apply_receive_windows(qc: QuicConfiguration, cfg: ClientConfig | ServerConfig) -> None:
-    """Set the stream and connection receive windows (MAX_STREAM_DATA, MAX_DATA)."""
-    qc.max_stream_data = cfg.stream_receive_window
-    qc.max_data = cfg.connection_receive_window
+def client_settings(cfg: ClientConfig, server_name: str) -> QuicSettings:
+    """The QUIC settings of one client connection to ``server_name``.
 
-
-def make_engine(
-    qc: QuicConfiguration,
-    cfg: ClientConfig | ServerConfig,
-    *,
-    request_streams: int = 0,
-    original_destination_connection_id: bytes | None = None,
-    retry_source_connection_id: bytes | None = None,
-    stateless_reset_key: bytes | None = None,
-) -> AioquicEngine:
-    """An engine whose stream limits leave ``max_incoming_streams`` for WebTransport.
-
-    Args:
-        qc: the QUIC configuration (receive windows already applied).
-        cfg: the endpoint's configuration.
-        request_streams: bidirectional streams the peer needs besides WebTransport streams
-            (a server: one CONNECT stream per session).
-        original_destination_connection_id: server: the client's first destination CID.
-        retry_source_connection_id: server: the CID its Retry told the client to use.
-        stateless_reset_key: server: the secret its stateless-reset tokens are derived from.
+    With ``server_certificate_hashes`` the certificate is not verified against CAs: the client
+    checks its hash after the handshake instead.
     """
-    return AioquicEngine(
-        qc,
-        original_destination_connection_id=original_destination_connection_id,
-        retry_source_connection_id=retry_source_connection_id,
-        max_streams_bidi=cfg.max_incoming_streams + request_streams,
+    pinned = bool(cfg.server_certificate_hashes)
+    return QuicSettings(
+        is_client=True,
+        alpn_protocols=(ALPN_H3,),
+        idle_timeout=cfg.idle_timeout,
+        max_udp_payload=cfg.max_datagram_size,
+        stream_receive_window=cfg.stream_receive_window,
+        connection_receive_window=cfg.connection_receive_window,
+        max_streams_bidi=cfg.max_incoming_streams,
         max_streams_uni=cfg.max_incoming_streams + _H3_UNI_STREAMS,
-        stateless_reset_key=stateless_reset_key,
+        server_name=server_name,
+        verify_mode=ssl.CERT_NONE if pinned else cfg.verify_mode,
+        ca_file=None if pinned else cfg.ca_certs,
+        certfile=cfg.certfile,
+        keyfile=cfg.keyfile,
+        key_log=key_log_file(),  # only when SSLKEYLOGFILE is set
+        congestion_control=cfg.congestion_control,
     )
+
+
+def server_settings(cfg: ServerConfig) -> QuicSettings:
+    """The QUIC settings of a server's connections.
+
+    The peer's bidirectional streams are its WebTransport streams plus one CONNECT stream per
+    session it may hold.
+    """
+    return QuicSettings(
+        is_client=False,
+        alpn_protocols=(ALPN_H3,),
+        idle_timeout=cfg.idle_timeout,
+        max_udp_payload=cfg.max_datagram_size,
+        stream_receive_window=cfg.stream_receive_window,
+        connection_receive_window=cfg.connection_receive_window,
+        max_streams_bidi=cfg.max_incoming_streams + cfg.max_sessions_per_connection,
+        max_streams_uni=cfg.max_incoming_streams + _H3_UNI_STREAMS,
+        certfile=cfg.certfile,
+        keyfile=cfg.keyfile,
+        key_log=key_log_file(),  # only when SSLKEYLOGFILE is set
+        congestion_control=cfg.congestion_control,
+    )
+
+
+def engine_factory(engine: str, settings: QuicSettings) -> EngineFactory:
+    """The factory of the engine named ``engine`` (``config.engine``) for ``settings``.
+
+    Raises:
+        OSError, ValueError: a certificate, key or CA file cannot be read or parsed.
+    """
+    if engine == "qh3":
+        from .protocol.engine_qh3 import Qh3Factory  # optional: pywebtransport[fast]
+
+        return Qh3Factory(settings)
+    return AioquicFactory(settings)

@@ -12,6 +12,7 @@
   announced by a ``WORKER`` line and summed up by a ``WORKER-EXIT`` line when serve stops. A
   certificate serve generated itself is replaced every 12 days (it is valid for 13); each
   rotation prints ``ROTATED hash=<hex>`` and the demo page's ``/config.json`` follows it.
+  ``--engine qh3`` runs the QUIC connections on qh3 instead of aioquic (``ServerConfig.engine``).
 - ``cert generate`` writes a browser-compatible self-signed certificate and prints its hash.
 """
 
@@ -44,6 +45,7 @@ from pywebtransport import (
     WebTransportSession,
 )
 from pywebtransport import exceptions as errors
+from pywebtransport._engine import ENGINES
 from pywebtransport.server.certificate import (
     certificate_sha256,
     format_hash,
@@ -107,6 +109,13 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="where the workers' topics meet for the /room demo: redis://host:port/db "
         "(default: each process on its own)",
+    )
+    serve.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="QUIC engine: aioquic (the default) or qh3 (faster; pip install "
+        "pywebtransport[fast]; see docs/architecture.md)",
     )
     # Hidden, for tests: when to replace a generated certificate, and its validity.
     serve.add_argument(
@@ -209,6 +218,11 @@ class _Certificate:
 def _run_serve(args: argparse.Namespace) -> int:
     if (args.cert is None) != (args.key is None):
         raise _UsageError("--cert and --key go together")
+    if args.engine is not None:
+        try:
+            ServerConfig(engine=args.engine)
+        except errors.ConfigurationError as error:
+            raise _UsageError(f"--engine: {error}") from None
     with tempfile.TemporaryDirectory(prefix="pywebtransport-") as temp_dir:
         if args.cert is not None:
             try:
@@ -312,6 +326,7 @@ async def _serve(args: argparse.Namespace, cert: _Certificate) -> int:
         host=args.host,
         port=args.port,
         broker_url=args.broker,
+        **({} if args.engine is None else {"engine": args.engine}),
     )
     try:
         backend = await _Backend.start(args, config)

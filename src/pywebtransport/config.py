@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ssl
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -90,6 +91,15 @@ def _check_receive_limits(obj: ClientConfig | ServerConfig) -> None:
         )
 
 
+def _check_engine(value: object) -> None:
+    if value not in ("aioquic", "qh3"):
+        raise ConfigurationError(f"engine is 'aioquic' or 'qh3', got {value!r}", field="engine")
+    if value == "qh3" and importlib.util.find_spec("qh3") is None:
+        raise ConfigurationError(
+            "engine 'qh3' needs qh3: pip install pywebtransport[fast]", field="engine"
+        )
+
+
 def _check_idle_timeout(value: float) -> None:
     # QUIC carries it in milliseconds as a varint (RFC 9000 18.2): it must be finite.
     if not value * 1000 < 2**62:
@@ -141,6 +151,9 @@ class ClientConfig(_ConfigBase):
             is open, so an idle session is not timed out (a dead peer still is).
         auto_reconnect, max_retries, retry_delay, retry_backoff, max_retry_delay:
             reconnection policy of ReconnectingClient (negative max_retries: forever).
+        engine: the QUIC implementation: ``"aioquic"`` (the default) or ``"qh3"`` (faster;
+            ``pip install pywebtransport[fast]``; what it cannot guarantee is in
+            docs/architecture.md).
     """
 
     connect_timeout: float = c.DEFAULT_CONNECT_TIMEOUT
@@ -168,8 +181,10 @@ class ClientConfig(_ConfigBase):
     retry_delay: float = 1.0
     retry_backoff: float = 2.0
     max_retry_delay: float = 30.0
+    engine: str = "aioquic"
 
     def __post_init__(self) -> None:
+        _check_engine(self.engine)
         _positive(
             self,
             "connect_timeout",
@@ -250,6 +265,9 @@ class ServerConfig(_ConfigBase):
         broker_url: where the application's pub/sub hubs meet (``Hub.from_url``): None or
             ``memory://`` (each process on its own), ``redis://host:port/db`` (every worker of a
             group, and every server pointed at that Redis, shares topics and presence).
+        engine: the QUIC implementation: ``"aioquic"`` (the default) or ``"qh3"`` (faster;
+            ``pip install pywebtransport[fast]``; what it cannot guarantee is in
+            docs/architecture.md).
     """
 
     host: str = "127.0.0.1"
@@ -278,8 +296,10 @@ class ServerConfig(_ConfigBase):
     retry: str = "auto"
     stateless_reset_key: bytes | None = None
     broker_url: str | None = None
+    engine: str = "aioquic"
 
     def __post_init__(self) -> None:
+        _check_engine(self.engine)
         _check_protocols(self.protocols)
         if self.broker_url is not None and (
             not isinstance(self.broker_url, str)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SendTo = Callable[[bytes, Any], None]
+SendBatch = Callable[[list[tuple[bytes, Any]]], None]
 
 #: Longest a client connection waits for its last session's close capsule to be acknowledged
 #: before it sends CONNECTION_CLOSE anyway (seconds).
@@ -45,8 +45,8 @@ class WebTransportConnection:
 
     Args:
         protocol: the sans-I/O core.
-        sendto: sends one UDP payload to an address (the address is ignored by connected
-            client sockets).
+        send: sends the UDP payloads of one transmit pass, ``(data, address)`` in order (the
+            address is ignored by connected client sockets); called once per pass.
         remote_address: the peer's address.
         datagram_queue_size: per-session datagram receive queue bound.
         on_event: optional hook for events the connection does not handle itself (the server
@@ -57,7 +57,7 @@ class WebTransportConnection:
         self,
         protocol: WebTransportProtocol,
         *,
-        sendto: SendTo,
+        send: SendBatch,
         remote_address: Any,
         datagram_queue_size: int,
         on_event: Callable[[WebTransportConnection, ev.ProtocolEvent], None] | None = None,
@@ -69,7 +69,7 @@ class WebTransportConnection:
         self.is_client = protocol.is_client
         self.remote_address = remote_address
         self.datagram_queue_size = datagram_queue_size
-        self._sendto = sendto
+        self._send = send
         self._on_event = on_event
         self._sessions: dict[int, WebTransportSession] = {}
         self._streams: dict[int, AnyStream] = {}
@@ -150,9 +150,9 @@ class WebTransportConnection:
     def _transmit(self) -> None:
         self._transmit_scheduled = False
         now = self.loop.time()
-        sendto = self._sendto
-        for data, addr in self.protocol.datagrams_to_send(now):
-            sendto(data, addr)
+        packets = self.protocol.datagrams_to_send(now)
+        if packets:
+            self._send(packets)
         if self._writers:
             self._wake_writers()
         sid = self._close_after_acked

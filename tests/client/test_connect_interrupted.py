@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 from aioquic import tls
-from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
 import pywebtransport.client.client as client_module
@@ -31,9 +30,9 @@ from pywebtransport import (
     WebTransportSession,
 )
 from pywebtransport import TimeoutError as WTTimeoutError
+from pywebtransport._engine import engine_factory
 from pywebtransport.connection import WebTransportConnection
-from pywebtransport.protocol import AioquicEngine
-from pywebtransport.protocol.quic import EngineTerminated
+from pywebtransport.protocol.quic import EngineTerminated, QuicSettings
 from pywebtransport.udp import UdpEndpoint
 from tests.certs import CertBundle
 from tests.conftest import T, echo_ok, url
@@ -297,6 +296,22 @@ _STEPS = {
 }
 
 
+def _qh3_steps() -> dict[str, tuple[type, str, Callable[[Any], bool]]]:
+    """The same steps of qh3's connect(): before its Rust core is built, and the ClientHello."""
+    from qh3 import tls as qh3_tls
+
+    from pywebtransport.protocol.engine_qh3 import _Qh3Connection
+
+    return {
+        "before-epoch-state": (_Qh3Connection, "_create_core", lambda quic: quic._is_client),
+        "after-epoch-state": (
+            qh3_tls.Context,
+            "handle_message",
+            lambda ctx: ctx.client_random is not None,
+        ),
+    }
+
+
 @pytest.mark.parametrize("step", sorted(_STEPS))
 @pytest.mark.parametrize("kind", ["interrupt", "error"])
 async def test_interrupted_inside_the_engine_connect(
@@ -307,15 +322,16 @@ async def test_interrupted_inside_the_engine_connect(
     monkeypatch: pytest.MonkeyPatch,
     step: str,
     kind: str,
+    quic_engine: str,
 ) -> None:
-    """An exception raised inside aioquic's connect() surfaces as is; the connection ends.
+    """An exception raised inside the engine's connect() surfaces as is; the connection ends.
 
     Regression: aioquic records the peer's path before it builds its per-epoch state, so the
     connection closed by the failed connect() raised KeyError (Epoch.HANDSHAKE) from inside
     ``QuicConnection.datagrams_to_send``, masking the interruption and leaking the socket.
     """
     exc: BaseException = Interrupt("interrupted") if kind == "interrupt" else OverflowError("x")
-    owner, name, is_client = _STEPS[step]
+    owner, name, is_client = (_STEPS if quic_engine == "aioquic" else _qh3_steps())[step]
     _raise_once_in_client(monkeypatch, owner, name, is_client, exc)
     async with WebTransportClient(config=client_config) as client:
         with pytest.raises(type(exc)) as caught:
@@ -337,18 +353,24 @@ async def test_interrupted_inside_the_engine_connect(
 
 
 @pytest.mark.parametrize("is_client", [True, False])
-def test_engine_closed_before_it_started_ends_locally(cert: CertBundle, is_client: bool) -> None:
+def test_engine_closed_before_it_started_ends_locally(
+    cert: CertBundle, is_client: bool, quic_engine: str
+) -> None:
     """close() before the engine started (client: no connect(), server: no Initial yet).
 
     aioquic has no network path and no per-epoch state then, so it cannot build a
-    CONNECTION_CLOSE (IndexError/KeyError in datagrams_to_send); nothing was sent either, so
-    the engine terminates locally and reports it at once.
+    CONNECTION_CLOSE (IndexError/KeyError in datagrams_to_send), and qh3 has no core to close;
+    nothing was sent either, so the engine terminates locally and reports it at once.
     """
-    config = QuicConfiguration(is_client=is_client, alpn_protocols=["h3"])
-    if not is_client:
-        config.load_cert_chain(cert.certfile, cert.keyfile)
+    settings = QuicSettings(
+        is_client=is_client,
+        certfile=None if is_client else str(cert.certfile),
+        keyfile=None if is_client else str(cert.keyfile),
+    )
     original_dcid = None if is_client else b"\x01" * 8
-    engine = AioquicEngine(config, original_destination_connection_id=original_dcid)
+    engine = engine_factory(quic_engine, settings).create(
+        original_destination_connection_id=original_dcid
+    )
     engine.close(0x10C, "connect failed")
     assert engine.datagrams_to_send(1.0) == []
     assert engine.get_timer() == 0.0  # the termination is due now

@@ -42,7 +42,7 @@ from pywebtransport.messaging.framing import MAX_HELLO_SIZE, PREAMBLE, encode_fr
 from pywebtransport.session import IncomingStream
 from pywebtransport.stream import WebTransportStream
 from tests.certs import CertBundle
-from tests.conftest import T, serving, url
+from tests.conftest import CREDIT_FOLLOWS_READING, T, serving, url
 
 MB = 1 << 20
 
@@ -673,6 +673,7 @@ async def test_rpc_flood_beyond_the_handler_limit(peers: Peers) -> None:
         await still_working(peers, echo)
 
 
+@pytest.mark.aioquic_only(CREDIT_FOLLOWS_READING)
 async def test_rpc_flood_from_a_peer_that_does_not_read(
     cert: CertBundle, client_config: ClientConfig
 ) -> None:

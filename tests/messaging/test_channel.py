@@ -25,7 +25,7 @@ from pywebtransport.messaging import (
     Messenger,
 )
 from tests.certs import CertBundle
-from tests.conftest import T, serving, url
+from tests.conftest import CREDIT_FOLLOWS_READING, T, serving, url
 
 SessionHandler = Callable[[WebTransportSession], Awaitable[None]]
 
@@ -183,6 +183,7 @@ async def test_too_large_is_refused_locally_and_the_channel_goes_on(
         assert await channel.receive(timeout=T) == "x" * 998
 
 
+@pytest.mark.aioquic_only(CREDIT_FOLLOWS_READING)
 async def test_slow_reader_bounds_the_writer(cert: CertBundle, client_config: ClientConfig) -> None:
     """A reader that does not read leaves bytes in the stream; the writer's sends wait."""
     release = asyncio.Event()

@@ -2,35 +2,83 @@
 
 from __future__ import annotations
 
-import ssl
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from aioquic.quic.configuration import QuicConfiguration
-
+from pywebtransport._engine import engine_factory
 from pywebtransport.protocol import AioquicEngine, WebTransportProtocol
 from pywebtransport.protocol import events as ev
 from pywebtransport.protocol.packets import route_packet
+from pywebtransport.protocol.quic import QuicSettings
 from tests.certs import make_cert
+from tests.conftest import current_engine
 
 CLIENT_ADDR = ("127.0.0.1", 50000)
 SERVER_ADDR = ("127.0.0.1", 4433)
 
 
-class Pair:
-    """A client core and a server core exchanging packets through lists."""
+#: What both sides of a pair use unless a test says otherwise (aioquic's defaults).
+SETTINGS = QuicSettings(
+    is_client=True,
+    idle_timeout=60.0,
+    stream_receive_window=1024 * 1024,
+    connection_receive_window=1024 * 1024,
+    server_name="localhost",
+    verify_mode=0,  # ssl.CERT_NONE
+)
 
-    def __init__(self, tmp: Path, *, reset_key: bytes | None = None, **kwargs: object) -> None:
+
+def engine_class(name: str | None = None) -> Any:
+    """The engine class of ``name`` (None: the test's engine), for tests that patch it."""
+    if (current_engine() if name is None else name) == "qh3":
+        from pywebtransport.protocol.engine_qh3 import Qh3Engine
+
+        return Qh3Engine
+    return AioquicEngine
+
+
+class Pair:
+    """A client core and a server core exchanging packets through lists.
+
+    Args:
+        tmp: where the server's certificate is written.
+        engine: the QUIC engine of both sides; None: the test's (the ``quic_engine`` fixture).
+        client_engine: the client's engine, when it differs (a peer that misbehaves in a way
+            only one engine lets a test arrange).
+        prepare_client: called with the client's engine before it connects.
+        reset_key: the server's stateless-reset key.
+        kwargs: passed to both :class:`WebTransportProtocol` objects.
+    """
+
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        engine: str | None = None,
+        client_engine: str | None = None,
+        reset_key: bytes | None = None,
+        prepare_client: Callable[[Any], None] | None = None,
+        **kwargs: object,
+    ) -> None:
         cert = make_cert(tmp)
-        ccfg = QuicConfiguration(
-            is_client=True, alpn_protocols=["h3"], max_datagram_frame_size=65536
+        self.engine_name = engine = current_engine() if engine is None else engine
+        clients = engine_factory(client_engine or engine, SETTINGS)
+        servers = engine_factory(
+            engine,
+            QuicSettings(
+                is_client=False,
+                idle_timeout=SETTINGS.idle_timeout,
+                stream_receive_window=SETTINGS.stream_receive_window,
+                connection_receive_window=SETTINGS.connection_receive_window,
+                certfile=str(cert.certfile),
+                keyfile=str(cert.keyfile),
+            ),
         )
-        ccfg.verify_mode = ssl.CERT_NONE
-        ccfg.server_name = "localhost"
-        scfg = QuicConfiguration(
-            is_client=False, alpn_protocols=["h3"], max_datagram_frame_size=65536
-        )
-        scfg.load_cert_chain(cert.certfile, cert.keyfile)
-        self.client = WebTransportProtocol(AioquicEngine(ccfg), **kwargs)  # type: ignore[arg-type]
+        client_engine_object = clients.create()
+        if prepare_client is not None:
+            prepare_client(client_engine_object)
+        self.client = WebTransportProtocol(client_engine_object, **kwargs)  # type: ignore[arg-type]
         self.now = 1.0
         self.client_events: list[ev.ProtocolEvent] = []
         self.server_events: list[ev.ProtocolEvent] = []
@@ -38,12 +86,11 @@ class Pair:
         (first, _), *rest = self.client.datagrams_to_send(self.now)
         route = route_packet(first, 8)
         assert route is not None and route.is_initial
-        engine = AioquicEngine(
-            scfg,
+        server_engine = servers.create(
             original_destination_connection_id=route.destination_cid,
             stateless_reset_key=reset_key,
         )
-        self.server = WebTransportProtocol(engine, **kwargs)  # type: ignore[arg-type]
+        self.server = WebTransportProtocol(server_engine, **kwargs)  # type: ignore[arg-type]
         for data in (first, *(d for d, _ in rest)):
             self.server.receive_datagram(data, CLIENT_ADDR, self.now)
 

@@ -113,7 +113,7 @@ def test_checker_reports_line_and_module() -> None:
 
 
 #: The modules that may import a QUIC engine's package, and which one.
-ENGINE_MODULES = {"engine_aioquic.py": "aioquic", "packets.py": "aioquic"}
+ENGINE_MODULES = {"engine_aioquic.py": "aioquic", "engine_qh3.py": "qh3", "packets.py": "aioquic"}
 ENGINES = frozenset({"aioquic", "qh3"})
 
 

@@ -29,7 +29,7 @@ from pywebtransport.pubsub import (
     TopicMessage,
 )
 from tests.certs import CertBundle
-from tests.conftest import T, serving, url
+from tests.conftest import CREDIT_FOLLOWS_READING, T, serving, url
 from tests.pubsub.conftest import BackendFactory
 
 
@@ -237,6 +237,7 @@ async def test_server_side_join_and_datagram_mode(
         await topics.close()
 
 
+@pytest.mark.aioquic_only(CREDIT_FOLLOWS_READING)
 async def test_a_member_that_never_reads_loses_the_oldest_and_holds_no_one_up(
     cert: CertBundle, client_config: ClientConfig, backend_factory: BackendFactory
 ) -> None:
@@ -279,6 +280,7 @@ async def test_a_member_that_never_reads_loses_the_oldest_and_holds_no_one_up(
         assert sleeper.stats["received"] + stats["dropped"] == count
 
 
+@pytest.mark.aioquic_only(CREDIT_FOLLOWS_READING)
 async def test_disconnect_policy_closes_a_slow_session(
     cert: CertBundle, client_config: ClientConfig, backend_factory: BackendFactory
 ) -> None:

@@ -13,13 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aioquic.quic.configuration import QuicConfiguration
-
-from .._engine import apply_receive_windows, make_engine
-from .._keylog import key_log_file
+from .._engine import client_settings, engine_factory
 from ..config import ClientConfig
 from ..connection import WebTransportConnection
-from ..constants import ALPN_H3
 from ..events import EventEmitter, EventType
 from ..exceptions import (
     CertificateError,
@@ -28,6 +24,7 @@ from ..exceptions import (
     WebTransportError,
 )
 from ..protocol import LocalLimits, ProtocolUsageError, WebTransportProtocol
+from ..protocol.quic import QuicSettings
 from ..protocol.subprotocol import AVAILABLE_PROTOCOLS, encode_protocol_list, offered_protocols
 from ..session import WebTransportSession
 from ..udp import Batch, UdpEndpoint, open_udp_socket
@@ -278,28 +275,9 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
         if error is not None:  # (a cancelled connect is not a failure worth an event)
             self.emit(EventType.CONNECTION_FAILED, {"url": url, "error": error})
 
-    def _quic_configuration(self, host: str) -> QuicConfiguration:
-        cfg = self._config
-        qc = QuicConfiguration(
-            is_client=True,
-            alpn_protocols=[ALPN_H3],
-            idle_timeout=cfg.idle_timeout,
-            max_datagram_frame_size=65536,
-            max_datagram_size=cfg.max_datagram_size,
-            server_name=host,
-            congestion_control_algorithm=cfg.congestion_control,
-        )
-        apply_receive_windows(qc, cfg)
-        qc.secrets_log_file = key_log_file()  # only when SSLKEYLOGFILE is set
-        if cfg.server_certificate_hashes:
-            qc.verify_mode = ssl.CERT_NONE  # the hash check below replaces chain verification
-        else:
-            qc.verify_mode = cfg.verify_mode
-            if cfg.ca_certs:
-                qc.load_verify_locations(cafile=cfg.ca_certs)
-        if cfg.certfile and cfg.keyfile:
-            qc.load_cert_chain(cfg.certfile, cfg.keyfile)
-        return qc
+    def _quic_settings(self, host: str) -> QuicSettings:
+        """The QUIC settings of a connection to ``host`` (read per connection: SSLKEYLOGFILE)."""
+        return client_settings(self._config, host)
 
     async def _open(
         self,
@@ -319,7 +297,7 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
             raise ConnectionError(f"cannot reach {target.authority}: {exc}") from None
         cfg = self._config
         protocol = WebTransportProtocol(
-            make_engine(self._quic_configuration(target.host), cfg),
+            engine_factory(cfg.engine, self._quic_settings(target.host)).create(),
             limits=LocalLimits(
                 initial_max_data=cfg.connection_receive_window,
                 initial_max_streams_bidi=cfg.max_incoming_streams,
@@ -339,7 +317,7 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
         )
         conn = WebTransportConnection(
             protocol,
-            sendto=endpoint.sendto,
+            send=endpoint.send,
             remote_address=addr,
             datagram_queue_size=cfg.datagram_queue_size,
             keep_alive_interval=cfg.keep_alive_interval,

@@ -31,10 +31,11 @@ from .quic import (
     EngineStreamData,
     EngineStreamReset,
     EngineTerminated,
+    QuicSettings,
 )
 from .session import grant_due
 
-__all__ = ["AioquicEngine"]
+__all__ = ["AioquicEngine", "AioquicFactory", "aioquic_configuration"]
 
 _SHORT_HEADER_OVERHEAD = 1 + 2 + 16  # first byte, 2-byte packet number, AEAD tag
 _DATAGRAM_FRAME_OVERHEAD = 1 + 2  # frame type, length varint (payloads < 16384)
@@ -517,6 +518,59 @@ class AioquicEngine:
                 c.stateless_reset_token for c in (peer_cid, *available) if c.stateless_reset_token
             )
         return data[-16:] in self._reset_tokens
+
+
+def aioquic_configuration(settings: QuicSettings) -> QuicConfiguration:
+    """aioquic's ``QuicConfiguration`` for ``settings`` (reads the certificate and key files).
+
+    Raises:
+        OSError, ValueError: a certificate, key or CA file cannot be read or parsed.
+    """
+    qc = QuicConfiguration(
+        is_client=settings.is_client,
+        alpn_protocols=list(settings.alpn_protocols),
+        idle_timeout=settings.idle_timeout,
+        max_datagram_frame_size=settings.max_datagram_frame_size,
+        max_datagram_size=settings.max_udp_payload,
+        server_name=settings.server_name,
+        congestion_control_algorithm=settings.congestion_control,
+    )
+    qc.max_stream_data = settings.stream_receive_window
+    qc.max_data = settings.connection_receive_window
+    qc.secrets_log_file = settings.key_log
+    if settings.is_client:
+        qc.verify_mode = settings.verify_mode
+        if settings.ca_file:
+            qc.load_verify_locations(cafile=settings.ca_file)
+    if settings.certfile is not None:
+        qc.load_cert_chain(settings.certfile, settings.keyfile)
+    return qc
+
+
+class AioquicFactory:
+    """:class:`EngineFactory` of :class:`AioquicEngine` (one ``QuicConfiguration`` for all)."""
+
+    def __init__(self, settings: QuicSettings) -> None:
+        self.settings = settings
+        self.configuration = aioquic_configuration(settings)
+
+    def create(
+        self,
+        *,
+        original_destination_connection_id: bytes | None = None,
+        retry_source_connection_id: bytes | None = None,
+        stateless_reset_key: bytes | None = None,
+    ) -> AioquicEngine:
+        """An engine for one connection (see :class:`AioquicEngine`)."""
+        settings = self.settings
+        return AioquicEngine(
+            self.configuration,
+            original_destination_connection_id=original_destination_connection_id,
+            retry_source_connection_id=retry_source_connection_id,
+            max_streams_bidi=settings.max_streams_bidi,
+            max_streams_uni=settings.max_streams_uni,
+            stateless_reset_key=stateless_reset_key,
+        )
 
 
 #: One frame-handler table per connection class: frame type -> (function, epochs).

@@ -3,8 +3,10 @@
 Everything the core needs from QUIC goes through :class:`QuicEngine`, and its events are the
 engine-neutral dataclasses below; nothing here imports an engine. Each engine lives in a module
 of its own that holds every access to that engine's internals (``engine_aioquic.py``: aioquic's
-``QuicConnection``). The server's packet helpers (routing by connection ID, stateless resets,
-Retry, version negotiation) are in ``packets.py``.
+``QuicConnection``; ``engine_qh3.py``: qh3's) and turns the engine-neutral
+:class:`QuicSettings` into that engine's configuration (an :class:`EngineFactory`). The
+server's packet helpers (routing by connection ID, stateless resets, Retry, version
+negotiation) are in ``packets.py``.
 """
 
 from __future__ import annotations
@@ -76,6 +78,46 @@ EngineEvent = (
 )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuicSettings:
+    """One endpoint's QUIC configuration, the same for every engine.
+
+    Attributes:
+        is_client: which side this is.
+        alpn_protocols: ALPN identifiers offered (client) or accepted (server).
+        idle_timeout: seconds of silence after which the connection is declared lost.
+        max_udp_payload: UDP payload size of the packets sent.
+        max_datagram_frame_size: the largest DATAGRAM frame accepted from the peer.
+        stream_receive_window: unread bytes one peer stream may hold (MAX_STREAM_DATA).
+        connection_receive_window: unread bytes all streams may hold together (MAX_DATA).
+        max_streams_bidi, max_streams_uni: streams of each kind the peer may have open (or
+            unread) at once.
+        server_name: client: the TLS server name (SNI and certificate check).
+        verify_mode: client: an ``ssl.VerifyMode`` value (0: no certificate verification).
+        ca_file: client: a PEM file of trusted CAs (None: the engine's default store).
+        certfile, keyfile: the certificate chain and private key (PEM files).
+        key_log: a file-like sink for TLS secrets (``SSLKEYLOGFILE``), or None.
+        congestion_control: ``"reno"`` or ``"cubic"`` (an engine may support only one).
+    """
+
+    is_client: bool
+    alpn_protocols: tuple[str, ...] = ("h3",)
+    idle_timeout: float = 30.0
+    max_udp_payload: int = 1200
+    max_datagram_frame_size: int = 65536
+    stream_receive_window: int = 1024 * 1024
+    connection_receive_window: int = 16 * 1024 * 1024
+    max_streams_bidi: int = 128
+    max_streams_uni: int = 128
+    server_name: str | None = None
+    verify_mode: int = 2  # ssl.CERT_REQUIRED
+    ca_file: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    key_log: Any = None
+    congestion_control: str = "reno"
+
+
 class QuicEngine(Protocol):
     """What the WebTransport core needs from a QUIC implementation. All calls are sans-I/O."""
 
@@ -105,3 +147,38 @@ class QuicEngine(Protocol):
     def smoothed_rtt(self) -> float: ...
     @property
     def is_closed(self) -> bool: ...
+
+
+class RoutedEngine(QuicEngine, Protocol):
+    """An engine as the endpoints build it: it also tells the connection ID it chose first."""
+
+    @property
+    def host_cid(self) -> bytes:
+        """The connection ID this endpoint chose first (a server routes packets by it)."""
+        ...
+
+
+class EngineFactory(Protocol):
+    """Builds the engines of one endpoint from its :class:`QuicSettings`.
+
+    The engine's configuration (with the certificate and key, read once) is built when the
+    factory is; each :meth:`create` is one connection.
+    """
+
+    settings: QuicSettings
+
+    def create(
+        self,
+        *,
+        original_destination_connection_id: bytes | None = None,
+        retry_source_connection_id: bytes | None = None,
+        stateless_reset_key: bytes | None = None,
+    ) -> RoutedEngine:
+        """An engine for one connection.
+
+        Args:
+            original_destination_connection_id: server: the client's first destination CID.
+            retry_source_connection_id: server: the CID its Retry told the client to use.
+            stateless_reset_key: server: the secret its stateless-reset tokens are derived from.
+        """
+        ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import copy
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -14,14 +14,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from aioquic.quic.configuration import QuicConfiguration
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .._engine import apply_receive_windows, make_engine
-from .._keylog import key_log_file
+from .._engine import engine_factory, server_settings
 from ..config import ServerConfig
 from ..connection import WebTransportConnection
-from ..constants import ALPN_H3
 from ..exceptions import ServerError
 from ..protocol import LocalLimits, WebTransportProtocol
 from ..protocol import events as ev
@@ -36,6 +34,7 @@ from ..protocol.packets import (
     stateless_reset_token,
     version_negotiation,
 )
+from ..protocol.quic import EngineFactory
 from ..protocol.subprotocol import offered_protocols, select_protocol
 from ..session import WebTransportSession, reject_session
 from ..udp import Batch, UdpEndpoint, open_udp_socket
@@ -49,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 SessionHandler = Callable[[WebTransportSession], Awaitable[None]]
 _MIN_INITIAL_SIZE = 1200  # RFC 9000 14.1: clients pad Initial packets to 1200 bytes
+_CID_LENGTH = 8  # the length of the connection IDs the server chooses (both engines' default)
 
 
 #: With ``retry="auto"``: handshakes in progress from which new clients must prove their address.
@@ -110,8 +110,8 @@ class WebTransportServer:
             raise ServerError("a server needs certfile and keyfile")
         self.config = config
         self.app = app
-        self._quic_config = self._build_quic_config()
-        self._cid_length = self._quic_config.connection_id_length
+        self._engines = self._engine_factory(config.certfile, config.keyfile)
+        self._cid_length = _CID_LENGTH
         self._transport: UdpEndpoint | None = None
         self._routes: dict[bytes, WebTransportConnection] = {}
         self._cids: dict[WebTransportConnection, set[bytes]] = {}
@@ -125,23 +125,15 @@ class WebTransportServer:
         self._reset_budget = float(_RESETS_PER_SECOND)
         self._reset_at = time.monotonic()
 
-    def _build_quic_config(self) -> QuicConfiguration:
-        cfg = self.config
-        qc = QuicConfiguration(
-            is_client=False,
-            alpn_protocols=[ALPN_H3],
-            idle_timeout=cfg.idle_timeout,
-            max_datagram_frame_size=65536,
-            max_datagram_size=cfg.max_datagram_size,
-            congestion_control_algorithm=cfg.congestion_control,
+    def _engine_factory(self, certfile: str, keyfile: str) -> EngineFactory:
+        """The engine factory (``config.engine``) serving ``certfile`` and ``keyfile``."""
+        settings = dataclasses.replace(
+            server_settings(self.config), certfile=certfile, keyfile=keyfile
         )
-        apply_receive_windows(qc, cfg)
-        qc.secrets_log_file = key_log_file()  # only when SSLKEYLOGFILE is set
         try:
-            qc.load_cert_chain(cfg.certfile, cfg.keyfile)  # type: ignore[arg-type]
-        except (OSError, ValueError) as exc:
+            return engine_factory(self.config.engine, settings)
+        except (OSError, ValueError, TypeError) as exc:
             raise ServerError(f"cannot load certificate: {exc}") from exc
-        return qc
 
     def reload_certificate(self, *, certfile: str, keyfile: str) -> None:
         """Use a new certificate and key for connections accepted from now on.
@@ -157,14 +149,10 @@ class WebTransportServer:
         Raises:
             ServerError: a file cannot be read or parsed, or the key does not match.
         """
-        new_config = copy.copy(self._quic_config)  # same settings, a separate object
-        try:
-            new_config.load_cert_chain(certfile, keyfile)
-        except (OSError, ValueError, TypeError) as exc:
-            raise ServerError(f"cannot load certificate: {exc}") from exc
-        if not _key_matches(new_config):
+        engines = self._engine_factory(certfile, keyfile)
+        if not _key_matches(certfile, keyfile):
             raise ServerError(f"the key in {keyfile} does not match the certificate {certfile}")
-        self._quic_config = new_config
+        self._engines = engines
         self.config = self.config.update(certfile=certfile, keyfile=keyfile)
         logger.info("certificate reloaded from %s", certfile)
 
@@ -414,10 +402,7 @@ class WebTransportServer:
     ) -> WebTransportConnection:
         """A connection for an Initial sent to ``dcid`` (``original_dcid``: after a Retry)."""
         cfg = self.config
-        engine = make_engine(
-            self._quic_config,
-            cfg,
-            request_streams=cfg.max_sessions_per_connection,
+        engine = self._engines.create(
             original_destination_connection_id=original_dcid or dcid,
             retry_source_connection_id=dcid if original_dcid is not None else None,
             stateless_reset_key=self._reset_key,
@@ -439,7 +424,7 @@ class WebTransportServer:
         assert transport is not None
         conn = WebTransportConnection(
             protocol,
-            sendto=transport.sendto,
+            send=transport.send,
             remote_address=addr,
             datagram_queue_size=cfg.datagram_queue_size,
             on_event=self._on_event,
@@ -541,10 +526,18 @@ class WebTransportServer:
             await session.close(code=1, reason="internal server error")
 
 
-def _key_matches(quic_config: QuicConfiguration) -> bool:
-    """True when the configuration's private key belongs to its certificate."""
-    certificate, key = quic_config.certificate, quic_config.private_key
-    if certificate is None or key is None:
+def _key_matches(certfile: str, keyfile: str) -> bool:
+    """True when the private key in ``keyfile`` belongs to the first certificate of ``certfile``.
+
+    Both files were loaded by the engine already; a file that changed since cannot be parsed
+    is a mismatch too.
+    """
+    try:
+        with open(certfile, "rb") as handle:
+            certificate = x509.load_pem_x509_certificates(handle.read())[0]
+        with open(keyfile, "rb") as handle:
+            key = serialization.load_pem_private_key(handle.read(), password=None)
+    except (OSError, ValueError, TypeError, IndexError):
         return False
     encoding, public_format = (
         serialization.Encoding.DER,

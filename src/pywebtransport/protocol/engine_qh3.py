@@ -1,0 +1,848 @@
+"""The qh3 engine: :class:`QuicEngine` on top of qh3's ``QuicConnection`` (a Rust QUIC core).
+
+qh3 (``pip install pywebtransport[fast]``) keeps aioquic's Python API over a packet core written
+in Rust: the same events, the same sans-I/O calls, several times the throughput. This module is
+the only one that touches it; the private names it needs are marked ``# qh3 internals`` and have
+canary tests (tests/protocol/test_engine_qh3.py). qh3's internals differ from aioquic's entirely
+(the connection is a facade over the Rust ``QuicConnectionCore``), so the guarantees
+:class:`~pywebtransport.protocol.engine_aioquic.AioquicEngine` gives are rebuilt here from what
+qh3 exposes or, where qh3 cannot give them, replaced by the closest safe behaviour.
+
+Receive credit that follows consumption: **not given by qh3**. Its core counts stream data as
+consumed when the Python facade takes the event out of the core, which it does for every packet
+it receives, and raises MAX_STREAM_DATA / MAX_DATA to ``consumed + window`` once half a window
+is used; nothing can hold credit back until the application has read. qh3's windows
+(``stream_receive_window``, ``connection_receive_window``, set from our config) therefore bound
+only the bytes in flight towards this endpoint, not what it holds unread. In their place the
+engine keeps the memory bound and enforces it by closing instead of by flow control: it counts
+the bytes delivered on tracked streams (:meth:`Qh3Engine.track_consumption`: the WebTransport
+streams) that the application has not consumed, and closes the connection with
+H3_EXCESSIVE_LOAD when they exceed ``connection_receive_window``, the most aioquic's credit ever
+lets a peer make us hold. There is no separate per-stream bound: one stream may hold the whole
+connection window. A peer that sends faster than the application reads is disconnected where
+the aioquic engine would make it wait.
+
+Stream slots (MAX_STREAMS): **partly given**. qh3 fixes its peer's limits at 100 bidirectional
+and 103 unidirectional streams whatever is configured; the engine builds the core with
+``max_streams_bidi`` / ``max_streams_uni`` and rewrites the two transport parameters to match
+(:class:`_Qh3Connection`). But qh3 gives a slot back as soon as a stream is finished on the wire,
+read or not: the engine closes the connection with H3_EXCESSIVE_LOAD when the peer's tracked
+streams that the application has not released exceed those limits.
+
+Backpressure (:meth:`Qh3Engine.send_buffered`): given, as an upper bound. qh3 reports a stream's
+bytes not yet sent (``get_send_buffer_size``) and the connection's bytes in flight, not a
+stream's unacknowledged bytes; the engine returns the first plus the second, so a writer waits
+at least as long as with aioquic, and "everything acknowledged" (0) is never reported early.
+
+Datagram queue (:meth:`Qh3Engine.trim_datagrams`): given. qh3 queues DATAGRAM frames without a
+bound while congestion control holds them, and cannot drop them; the engine keeps them in a
+queue of its own (which ``trim_datagrams`` trims) and hands qh3 only what the congestion window
+allows.
+
+Datagram size (:meth:`Qh3Engine.max_datagram_payload`): given. Computed from the UDP payload
+size the core uses (ours, lowered to the peer's ``max_udp_payload_size``), the peer's connection
+ID length (read from its long-header packets; qh3 does not expose it) and the peer's
+``max_datagram_frame_size``. Path MTU probing is off: the packet size is the configured one.
+
+Stateless resets: detection given by qh3 (its core matches the tokens of the transport
+parameters and of NEW_CONNECTION_ID frames); a termination in the middle of receiving a packet
+can only be a reset, and is reported as ``EngineTerminated(STATELESS_RESET_CODE)``. Tokens
+derived from a key: given for the connection ID the server chose first (the one a client uses
+unless it migrates), whose token travels in the transport parameters; **not given** for further
+connection IDs, whose tokens qh3's core draws at random, so a restarted server cannot reset a
+client that moved to one of them (the client then waits for its idle timeout).
+
+Connection-ID control: the engine announces every ID qh3 issues or retires
+(``EngineConnectionIdIssued/Retired``) so a server routes them, and accepts at most 2 from the
+peer (``active_connection_id_limit``); how many qh3 issues itself follows the peer's limit (up to
+8), which nothing public caps.
+
+Also given: certificate pinning (:meth:`Qh3Engine.peer_certificate_der`, from qh3's public
+``get_peercert``) and :meth:`Qh3Engine.smoothed_rtt` (the core's estimate). Handshake-buffer
+trimming has nothing to do: qh3's core discards the Initial and Handshake state itself.
+Congestion control is always CUBIC (qh3 has no choice; ``congestion_control`` is ignored).
+
+Workarounds for qh3 2.1, each explained where it is done: clients whose source connection ID is
+empty (Chromium's), which qh3 cannot serve (:class:`_Qh3Connection`); a client's close right
+after its handshake, which qh3 would send where the server cannot read it yet
+(:meth:`Qh3Engine.close`); polling that drains qh3's pacer and keeps an idle connection waking
+up (:meth:`Qh3Engine.datagrams_to_send`); packets lost when qh3 fails to build one
+(:meth:`Qh3Engine._poll`); our streams beyond the peer's MAX_STREAMS, which qh3 refuses instead
+of queueing (:meth:`Qh3Engine.send_stream_data`); and qh3's warning for every close a peer sends
+(:class:`_PeerCloseFilter`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import deque
+from typing import Any
+
+from qh3._hazmat import QuicConnectionCore
+from qh3.quic import events as qe
+from qh3.quic.configuration import QuicConfiguration
+from qh3.quic.connection import QuicConnection
+from qh3.quic.crypto import CIPHER_SUITES, derive_key_iv_hp
+from qh3.quic.tls_bridge import QuicTlsBridge
+from qh3.tls import (
+    CipherSuite,
+    ExtensionType,
+    cipher_suite_hash,
+    hkdf_expand_label,
+    hkdf_extract,
+)
+
+from .codec import decode_varint, encode_varint
+from .packets import stateless_reset_token
+from .quic import (
+    STATELESS_RESET_CODE,
+    Address,
+    EngineConnectionIdIssued,
+    EngineConnectionIdRetired,
+    EngineDatagram,
+    EngineEvent,
+    EngineHandshakeCompleted,
+    EngineStopSending,
+    EngineStreamData,
+    EngineStreamReset,
+    EngineTerminated,
+    QuicSettings,
+)
+from .wire import H3ErrorCode
+
+__all__ = ["Qh3Engine", "Qh3Factory", "qh3_configuration"]
+
+logger = logging.getLogger(__name__)
+
+
+class _PeerCloseFilter(logging.Filter):
+    """Drops qh3's "Native peer close" warning, logged for every CONNECTION_CLOSE received.
+
+    A peer closing its connection is how connections end, not a warning; the termination
+    reaches the application as an event (code and reason) anyway.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith("Native peer close"))
+
+
+logging.getLogger("quic").addFilter(_PeerCloseFilter())  # qh3's connection logger
+
+_SHORT_HEADER_OVERHEAD = 1 + 2 + 16  # first byte, 2-byte packet number (qh3's), AEAD tag
+_MAX_CID_LENGTH = 20  # RFC 9000 17.2: assumed until the peer's is known
+#: Connection IDs this endpoint accepts from the peer (RFC 9000's minimum, as the aioquic engine).
+_ACTIVE_CONNECTION_IDS = 2
+_INTERNAL_ERROR = 0x1  # QUIC INTERNAL_ERROR
+_DATA, _RESET, _STOP = 0, 1, 2  # what a stream waiting for MAX_STREAMS has queued
+_INITIAL_MAX_STREAMS_BIDI, _INITIAL_MAX_STREAMS_UNI = 0x08, 0x09  # transport parameter IDs
+_ACK_DELAY_EXPONENT = 3  # qh3's (it advertises 3)
+_MAX_ACK_DELAY = 0.025  # qh3's (it advertises 25 ms)
+#: RFC 9001 5.2: the salt of QUIC version 1's Initial secrets.
+_INITIAL_SALT_V1 = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")
+
+
+class _Qh3Connection(QuicConnection):
+    """qh3's connection with our stream limits, derived reset tokens, and empty client CIDs.
+
+    - Stream limits: qh3 builds its core, and writes its transport parameters, with 100
+      bidirectional and 103 unidirectional peer streams whatever is configured; the core is
+      built here with ``max_streams_bidi`` / ``max_streams_uni`` and the two parameters are
+      rewritten to match.
+    - Stateless reset: qh3 draws the server's first token at random; it is derived from the
+      key here (:func:`stateless_reset_token`), so a restarted server can reset the client.
+    - A client whose source connection ID is empty (Chromium's): qh3 2.1 cannot serve it. Its
+      facade learns the client's source ID only when it is not empty, so it later compares the
+      client's ``initial_source_connection_id`` (empty) with None and fails the handshake
+      (TRANSPORT_PARAMETER_ERROR); and its core only switches its destination ID to the
+      client's source ID when that is not empty, so it keeps sending to the client's original
+      destination ID, which the client drops. Here, when the first Initial has an empty source
+      ID, the core is built with an empty destination ID and with the client's chosen
+      destination ID as the server's own connection ID (a server may pick any), the Initial
+      keys (which qh3 derives from the destination ID it was given) are installed as derived
+      from the client's destination ID (RFC 9001 5.2), and the TLS half records the client's
+      empty source ID.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_streams_bidi: int,
+        max_streams_uni: int,
+        reset_key: bytes | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.max_streams_bidi = max_streams_bidi
+        self.max_streams_uni = max_streams_uni
+        self.reset_key = reset_key if not self._is_client else None  # qh3 internals
+        self.empty_peer_cid = False  # server: the client's source connection ID is empty
+
+    def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        if self._core is None and not self._is_client:  # qh3 internals: not started yet
+            source_cid = _long_header_source_cid(data)
+            destination_cid = _long_header_destination_cid(data)
+            if source_cid == b"" and destination_cid:
+                self.empty_peer_cid = True
+                self.host_cid = destination_cid
+        super().receive_datagram(data, addr, now)
+
+    def _create_core(  # qh3 internals: builds the Rust core
+        self, remote_addr: Any, initial_dcid: bytes, now: float
+    ) -> None:
+        configuration = self._configuration  # qh3 internals
+        is_client = self._is_client
+        version = self._version  # qh3 internals: set before the core is built
+        assert version is not None
+        client_dcid = initial_dcid
+        if self.empty_peer_cid:
+            initial_dcid = b""  # the client is addressed with its (empty) source ID
+        self._core = QuicConnectionCore(  # qh3 internals
+            is_client=is_client,
+            version=version,
+            local_addr=("0.0.0.0", 0),
+            remote_addr=remote_addr,
+            source_cid=self.host_cid,
+            destination_cid=initial_dcid,
+            peer_address_validated=is_client or self._retry_source_connection_id is not None,
+            active_connection_id_limit=_ACTIVE_CONNECTION_IDS,
+            max_datagram_size=configuration.max_datagram_size,
+            probe_datagram_size=configuration.probe_datagram_size,
+            idle_timeout=configuration.idle_timeout,
+            ack_delay_exponent=_ACK_DELAY_EXPONENT,
+            max_datagram_frame_size=configuration.max_datagram_frame_size,
+            peer_max_datagram_frame_size=None,
+            connection_receive_window=configuration.max_data,
+            connection_send_limit=0,
+            stream_receive_window=configuration.max_stream_data,
+            stream_send_limit_bidi_local=0,
+            stream_send_limit_bidi_remote=0,
+            stream_send_limit_uni=0,
+            max_stream_reassembly=configuration.max_stream_data,
+            local_max_streams_bidi=self.max_streams_bidi,
+            local_max_streams_uni=self.max_streams_uni,
+            peer_max_streams_bidi=0,
+            peer_max_streams_uni=0,
+            initial_rtt=configuration.initial_rtt,
+            max_ack_delay=_MAX_ACK_DELAY,
+            initial_time=now,
+        )
+        # What qh3's own _create_core resets along with a new core.
+        self._applied_transport_parameters = None  # qh3 internals
+        self._pre_handshake_state_replayed = False  # qh3 internals
+        if self.empty_peer_cid:
+            _install_initial_keys(self._core, client_dcid, version)
+
+    def _create_tls(self, remote_source_cid: bytes | None) -> QuicTlsBridge:  # qh3 internals
+        bridge = super()._create_tls(remote_source_cid)
+        if self.empty_peer_cid:
+            bridge.remote_initial_source_connection_id = b""
+        key = self.reset_key
+        if key is not None:
+            bridge.stateless_reset_token = stateless_reset_token(key, self.host_cid)
+        extensions = bridge.tls.handshake_extensions
+        for index, (kind, _) in enumerate(extensions):
+            if kind == ExtensionType.QUIC_TRANSPORT_PARAMETERS:
+                parameters = _with_stream_limits(
+                    bridge.serialize_transport_parameters(),
+                    self.max_streams_bidi,
+                    self.max_streams_uni,
+                )
+                extensions[index] = (kind, parameters)
+        return bridge
+
+
+def _long_header_destination_cid(data: bytes) -> bytes | None:
+    """The destination connection ID of a long-header packet (None: not one)."""
+    if len(data) < 6 or not data[0] & 0x80 or len(data) < 6 + data[5]:
+        return None
+    return data[6 : 6 + data[5]]
+
+
+def _long_header_source_cid(data: bytes) -> bytes | None:
+    """The source connection ID of a long-header packet (None: not one)."""
+    dcid = _long_header_destination_cid(data)
+    if dcid is None or len(data) <= 6 + len(dcid):
+        return None
+    at = 6 + len(dcid)
+    size = data[at]
+    return data[at + 1 : at + 1 + size] if len(data) >= at + 1 + size else None
+
+
+def _with_stream_limits(parameters: bytes, bidi: int, uni: int) -> bytes:
+    """Transport parameters with initial_max_streams_bidi/uni set (RFC 9000 18: id, length,
+    value; 0x08 and 0x09 hold a varint)."""
+    out = bytearray()
+    pos = 0
+    while pos < len(parameters):
+        start = pos
+        kind, pos = decode_varint(parameters, pos)
+        length, pos = decode_varint(parameters, pos)
+        end = pos + length
+        if kind in (_INITIAL_MAX_STREAMS_BIDI, _INITIAL_MAX_STREAMS_UNI):
+            value = encode_varint(bidi if kind == _INITIAL_MAX_STREAMS_BIDI else uni)
+            out += encode_varint(kind) + encode_varint(len(value)) + value
+        else:
+            out += parameters[start:end]
+        pos = end
+    return bytes(out)
+
+
+def _install_initial_keys(core: QuicConnectionCore, client_dcid: bytes, version: int) -> None:
+    """Install a server's Initial keys, derived from the client's destination ID (RFC 9001 5.2).
+
+    Only QUIC version 1 (the only one the server accepts).
+    """
+    suite = CipherSuite.AES_128_GCM_SHA256  # RFC 9001 5.2: the Initial packets' AEAD
+    algorithm = cipher_suite_hash(suite)
+    initial_secret = hkdf_extract(algorithm, _INITIAL_SALT_V1, client_dcid)
+    for direction, label in (("receive", b"client in"), ("send", b"server in")):
+        secret = hkdf_expand_label(algorithm, initial_secret, label, b"", 32)
+        key, iv, hp = derive_key_iv_hp(cipher_suite=suite, secret=secret, version=version)
+        hp_name, aead_name = CIPHER_SUITES[suite]
+        core.install_packet_key(  # qh3 internals: the call its TLS bridge makes
+            direction, 0, (aead_name.decode(), hp_name.decode()), key, iv, hp, 0
+        )
+
+
+class Qh3Engine:
+    """:class:`QuicEngine` on top of qh3's ``QuicConnection`` (see the module docstring).
+
+    Args:
+        configuration: qh3's settings; ``max_stream_data`` is qh3's stream window and
+            ``max_data`` its connection window, which also bounds the unread bytes of
+            WebTransport streams.
+        original_destination_connection_id: server: the client's first destination CID.
+        retry_source_connection_id: server: the CID its Retry told the client to use.
+        max_streams_bidi, max_streams_uni: the peer's WebTransport streams of each kind the
+            application may hold unreleased before the connection is closed.
+        stateless_reset_key: server: the secret its first stateless-reset token is derived
+            from (see :func:`stateless_reset_token`); None leaves qh3's random token.
+    """
+
+    def __init__(
+        self,
+        configuration: QuicConfiguration,
+        *,
+        original_destination_connection_id: bytes | None = None,
+        retry_source_connection_id: bytes | None = None,
+        max_streams_bidi: int = 128,
+        max_streams_uni: int = 128,
+        stateless_reset_key: bytes | None = None,
+    ) -> None:
+        self._quic = _Qh3Connection(
+            max_streams_bidi=max_streams_bidi,
+            max_streams_uni=max_streams_uni,
+            reset_key=stateless_reset_key,
+            configuration=configuration,
+            original_destination_connection_id=original_destination_connection_id,
+            retry_source_connection_id=retry_source_connection_id,
+        )
+        self.is_client = configuration.is_client
+        self._max_udp_payload = configuration.max_datagram_size
+        self._unread_limit = configuration.max_data
+        self._max_streams = {False: max_streams_bidi, True: max_streams_uni}
+        self._peer_bit = 1 if self.is_client else 0  # the initiator bit of the peer's streams
+        self._closed_locally = False
+        self._terminated = False
+        self._events: list[EngineEvent] = []
+        self._ping_uid = 0
+        self._peer_cid_length: int | None = None
+        self._datagrams: deque[bytes] = deque()
+        self._datagrams_handed = 0  # bytes of datagrams given to qh3 that may not have left
+        self._credit: dict[int, list[int]] = {}  # tracked stream -> [consumed, received]
+        self._unread = 0  # received - consumed over tracked streams
+        self._peer_streams = {False: 0, True: 0}  # tracked peer streams, by unidirectional
+        self._handshake_unsent = False  # client: handshake done, its last flight not sent yet
+        self._handshake_done = False
+        self._dirty = True  # something happened since qh3 last had nothing to send
+        # Our streams beyond the peer's MAX_STREAMS: what was asked of each, in order.
+        self._blocked: dict[int, list[tuple[int, Any, bool]]] = {}
+        self._last_blocked = {False: -1, True: -1}  # the highest blocked stream ID, by kind
+        self._deferred_close: tuple[int, str] | None = None
+
+    @property
+    def host_cid(self) -> bytes:
+        """The connection ID this endpoint chose first (servers route by it)."""
+        return self._quic.host_cid
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the connection is terminated or closing."""
+        if self._terminated or self._closed_locally:
+            return True
+        core = self._quic._core  # qh3 internals
+        return core is not None and core.state in ("closing", "draining", "terminated")
+
+    # ----------------------------------------------------------------------------- packets
+
+    def connect(self, addr: Address, now: float) -> None:
+        """Start the client handshake towards ``addr``.
+
+        When qh3's ``connect()`` raises, or is interrupted, the engine terminates at once,
+        locally, and the exception propagates: nothing reached the peer yet.
+        """
+        try:
+            self._quic.connect(addr, now=now)
+        except BaseException:  # re-raised: only the engine's own state is settled here
+            self._end_locally(_INTERNAL_ERROR, "connect failed")
+            raise
+
+    def _end_locally(self, error_code: int, reason: str) -> None:
+        """Terminate without involving qh3; :meth:`get_timer` makes the event due now."""
+        self._closed_locally = True
+        self._terminated = True
+        self._events.append(EngineTerminated(error_code, reason, False))
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Feed one UDP payload to the engine."""
+        if self._terminated:
+            return
+        if self._peer_cid_length is None:
+            self._learn_peer_cid_length(data)
+        self._dirty = True
+        self._quic.receive_datagram(data, addr, now=now)
+        self._drain(receiving=True)
+
+    def receive_datagrams(self, batch: list[tuple[bytes, Address]], now: float) -> None:
+        """Feed several UDP payloads (one socket read batch) to the engine."""
+        if len(batch) == 1 or self._peer_cid_length is None:
+            for data, addr in batch:
+                self.receive_datagram(data, addr, now)
+            return
+        quic = self._quic
+        start = 0
+        while start < len(batch) and not self._terminated:
+            addr = batch[start][1]
+            end = start + 1
+            while end < len(batch) and batch[end][1] == addr:
+                end += 1
+            self._dirty = True
+            quic.receive_many_datagrams([data for data, _ in batch[start:end]], addr, now=now)
+            self._drain(receiving=True)
+            start = end
+
+    def _learn_peer_cid_length(self, data: bytes) -> None:
+        """Read the peer's connection-ID length from the source CID of a long-header packet."""
+        if len(data) < 7 or not data[0] & 0x80:
+            return
+        dcid_length = data[5]
+        if 6 + dcid_length < len(data):
+            self._peer_cid_length = data[6 + dcid_length]
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """UDP payloads to transmit now."""
+        if self._terminated:
+            return []
+        if self._blocked:
+            self._open_unblocked_streams()
+        if self._datagrams:
+            self._feed_datagrams()
+        self._enforce_limits()
+        if not self._dirty:
+            # Nothing happened since qh3 last had nothing to send. Polling it again would
+            # not be free: each poll takes a packet's worth from its pacer whether a packet
+            # leaves or not, and arms a pacing timer when that runs short, so an idle
+            # connection polled often would wake up every few microseconds for nothing.
+            return []
+        out = self._poll(now)
+        self._dirty = bool(out)
+        if self._datagrams_handed:  # (whatever left counts as the datagrams first)
+            self._datagrams_handed = max(0, self._datagrams_handed - sum(len(d) for d, _ in out))
+        if self._handshake_unsent:
+            self._handshake_unsent = False
+            if self._deferred_close is not None:
+                # The client's last handshake flight is in ``out``: the CONNECTION_CLOSE that
+                # follows it (1-RTT) can now be read by the server.
+                error_code, reason = self._deferred_close
+                self._deferred_close = None
+                self._closed_locally = False
+                self.close(error_code, reason)
+                out += self._poll(now)
+                self._dirty = True
+        self._drain(receiving=False)
+        return out
+
+    def _poll(self, now: float) -> list[tuple[bytes, Address]]:
+        """What qh3's core has to send; the packets built before a failure are kept.
+
+        qh3 2.1 sometimes fails to build a packet when little room is left (its anti-
+        amplification allowance: "packet builder capacity exhausted"). Its
+        ``datagrams_to_send()`` then raises and loses the packets it had already taken from
+        the core; polling the core here keeps them, and the failure only ends this round
+        (the builder is transactional: nothing queued is lost).
+        """
+        core = self._quic._core  # qh3 internals
+        if core is None:
+            return []
+        out: list[tuple[bytes, Address]] = []
+        poll = core.poll_transmit  # qh3 internals
+        while True:
+            try:
+                transmit = poll(now)
+            except RuntimeError as exc:
+                logger.debug("qh3 could not build a packet: %s", exc)
+                break
+            if transmit is None:
+                break
+            out.append((transmit[0], transmit[1]))
+        return out
+
+    def _feed_datagrams(self) -> None:
+        """Hand qh3 the queued datagrams its congestion window lets it send now.
+
+        What was handed over before and may not have left yet (pacing) counts against the
+        window, so qh3's own queue of datagrams stays within about one congestion window.
+        """
+        core = self._quic._core  # qh3 internals
+        if core is None:
+            return
+        window = core.congestion_window - core.bytes_in_flight  # qh3 internals
+        allowance = max(window - self._datagrams_handed, self._max_udp_payload)
+        pending = self._datagrams
+        send = self._quic.send_datagram_frame
+        self._dirty = True
+        while pending and allowance > 0:
+            data = pending.popleft()
+            size = len(data) + _SHORT_HEADER_OVERHEAD
+            allowance -= size
+            self._datagrams_handed += size
+            with contextlib.suppress(Exception):  # too large, or no longer possible: dropped
+                send(data)
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` must next be called."""
+        if self._terminated:
+            return 0.0 if self._events else None
+        return self._quic.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        """Run the engine's timers (loss detection, idle timeout, ...)."""
+        if not self._terminated:
+            self._dirty = True
+            self._quic.handle_timer(now=now)
+            self._drain(receiving=False)
+
+    def pop_events(self) -> list[EngineEvent]:
+        """Return the events produced since the last call, oldest first."""
+        self._drain(receiving=False)
+        self._enforce_limits()
+        out = self._events
+        self._events = []
+        return out
+
+    def _drain(self, *, receiving: bool) -> None:
+        """Convert qh3's pending events (at once: a stateless reset is known by its timing)."""
+        quic = self._quic
+        events = self._events
+        while (event := quic.next_event()) is not None:
+            converted = self._convert(event, receiving)
+            if converted is not None:
+                events.append(converted)
+
+    def _convert(self, event: qe.QuicEvent, receiving: bool) -> EngineEvent | None:
+        if isinstance(event, qe.StreamDataReceived):
+            entry = self._credit.get(event.stream_id)
+            if entry is not None:
+                entry[1] += len(event.data)
+                self._unread += len(event.data)
+            return EngineStreamData(event.stream_id, event.data, event.end_stream)
+        if isinstance(event, qe.DatagramFrameReceived):
+            return EngineDatagram(event.data)
+        if isinstance(event, qe.StreamReset):
+            return EngineStreamReset(event.stream_id, event.error_code)
+        if isinstance(event, qe.StopSendingReceived):
+            return EngineStopSending(event.stream_id, event.error_code)
+        if isinstance(event, qe.HandshakeCompleted):
+            self._handshake_done = True
+            self._handshake_unsent = self.is_client
+            return EngineHandshakeCompleted(event.alpn_protocol)
+        if isinstance(event, qe.ConnectionTerminated):
+            self._terminated = True
+            # qh3 terminates a connection in the middle of receiving a packet only when that
+            # packet is a stateless reset, and reports it as code 0, no frame, no reason.
+            if (
+                receiving
+                and not self._closed_locally
+                and event.error_code == 0
+                and event.frame_type is None
+                and not event.reason_phrase
+            ):
+                return EngineTerminated(STATELESS_RESET_CODE, "stateless reset", True)
+            return EngineTerminated(event.error_code, event.reason_phrase, not self._closed_locally)
+        if isinstance(event, qe.ConnectionIdIssued):
+            return EngineConnectionIdIssued(event.connection_id)
+        if isinstance(event, qe.ConnectionIdRetired):
+            return EngineConnectionIdRetired(event.connection_id)
+        return None
+
+    def _enforce_limits(self) -> None:
+        """Close the connection when the peer made us hold more than the windows allow."""
+        if self._closed_locally or self._terminated:
+            return
+        if self._unread > self._unread_limit:
+            reason = "the peer sent more than the receive window while nothing was read"
+        elif any(self._peer_streams[kind] > self._max_streams[kind] for kind in (False, True)):
+            reason = "the peer opened more streams than allowed while none was released"
+        else:
+            return
+        self.close(H3ErrorCode.H3_EXCESSIVE_LOAD, reason)
+
+    # ----------------------------------------------------------------------------- streams
+
+    def next_stream_id(self, unidirectional: bool) -> int:
+        """The ID the next locally opened stream of this kind gets."""
+        following = self._quic.get_next_available_stream_id(is_unidirectional=unidirectional)
+        last_blocked = self._last_blocked[unidirectional]
+        return following if last_blocked < 0 else max(following, last_blocked + 4)
+
+    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> bool:
+        """Queue stream data. Returns False when the stream can no longer send.
+
+        A stream of ours beyond the peer's MAX_STREAMS waits in the engine until the peer
+        allows it (qh3 refuses it: "stream limit exceeded").
+        """
+        if self.is_closed:
+            # As aioquic's: the data goes nowhere, and the termination event says why (qh3
+            # would raise, which the core reports as a stream that can no longer send).
+            return True
+        self._dirty = True
+        blocked = self._blocked.get(stream_id)
+        if blocked is None and self._beyond_stream_limit(stream_id):
+            blocked = self._blocked[stream_id] = []
+            self._last_blocked[bool(stream_id & 2)] = stream_id
+        if blocked is not None:
+            blocked.append((_DATA, data, end_stream))
+            return True
+        try:
+            self._quic.send_stream_data(stream_id, data, end_stream)
+        except Exception:  # qh3 raises QuicConnectionError (or AssertionError before start)
+            return False
+        return True
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        """Abruptly end our sending side (RESET_STREAM)."""
+        self._dirty = True
+        blocked = self._blocked.get(stream_id)
+        if blocked is not None:
+            blocked.append((_RESET, error_code, False))
+            return
+        with contextlib.suppress(Exception):  # the stream is already gone or cannot send
+            self._quic.reset_stream(stream_id, error_code)
+
+    def stop_stream(self, stream_id: int, error_code: int) -> None:
+        """Ask the peer to stop sending (STOP_SENDING)."""
+        self._dirty = True
+        blocked = self._blocked.get(stream_id)
+        if blocked is not None:
+            blocked.append((_STOP, error_code, False))
+            return
+        with contextlib.suppress(Exception):  # the stream is already gone or cannot receive
+            self._quic.stop_stream(stream_id, error_code)
+
+    def _beyond_stream_limit(self, stream_id: int) -> bool:
+        """True for a stream of ours the peer's MAX_STREAMS does not allow yet.
+
+        Before the handshake qh3 stages what is written and checks the limits itself.
+        """
+        if stream_id & 1 == self._peer_bit or not self._handshake_done:
+            return False
+        quic = self._quic
+        if stream_id & 2:
+            return stream_id >> 2 >= quic.max_concurrent_uni_streams
+        return stream_id >> 2 >= quic.max_concurrent_bidi_streams
+
+    def _open_unblocked_streams(self) -> None:
+        """Hand qh3 the waiting streams the peer's MAX_STREAMS allows now (in ID order)."""
+        quic = self._quic
+        for stream_id in list(self._blocked):
+            if self._beyond_stream_limit(stream_id):
+                continue  # (a stream of the other kind may be allowed)
+            actions = self._blocked.pop(stream_id)
+            self._dirty = True
+            for action, value, end_stream in actions:
+                # (the first action is always data: the stream's header, which opens it)
+                with contextlib.suppress(Exception):  # as for the calls made directly
+                    if action == _DATA:
+                        quic.send_stream_data(stream_id, value, end_stream)
+                    elif action == _RESET:
+                        quic.reset_stream(stream_id, value)
+                    else:
+                        quic.stop_stream(stream_id, value)
+        for unidirectional in (False, True):
+            if not any(bool(sid & 2) == unidirectional for sid in self._blocked):
+                self._last_blocked[unidirectional] = -1
+
+    def send_buffered(self, stream_id: int) -> int:
+        """Bytes written on ``stream_id`` that may not be acknowledged yet (an upper bound).
+
+        The stream's unsent bytes plus the connection's bytes in flight: qh3 does not tell
+        which stream the bytes in flight belong to.
+        """
+        quic = self._quic
+        blocked = self._blocked.get(stream_id)
+        if blocked is not None:
+            return sum(len(value) for action, value, _ in blocked if action == _DATA)
+        try:
+            unsent = quic.get_send_buffer_size(stream_id)
+        except Exception:  # not a valid stream ID
+            return 0
+        core = quic._core  # qh3 internals
+        return unsent + (core.bytes_in_flight if core is not None else 0)  # qh3 internals
+
+    def track_consumption(self, stream_id: int, consumed: int) -> None:
+        """Count ``stream_id``'s unread bytes against the limits; ``consumed`` bytes are done.
+
+        Bytes that arrived before this call (the stream's header, at most one packet) are not
+        counted: qh3 reports them before the stream is known to be a WebTransport stream.
+        """
+        if stream_id in self._credit:
+            return
+        self._credit[stream_id] = [consumed, consumed]
+        if stream_id & 1 == self._peer_bit:
+            self._peer_streams[bool(stream_id & 2)] += 1
+
+    def consume(self, stream_id: int, size: int) -> None:
+        """The application consumed ``size`` more bytes of ``stream_id``."""
+        entry = self._credit.get(stream_id)
+        if entry is not None:
+            done = min(size, entry[1] - entry[0])
+            if done > 0:
+                entry[0] += done
+                self._unread -= done
+
+    def untrack_consumption(self, stream_id: int) -> None:
+        """The application is done with ``stream_id``'s receive side (read, stopped, dropped)."""
+        entry = self._credit.pop(stream_id, None)
+        if entry is not None:
+            self._unread -= entry[1] - entry[0]
+            if stream_id & 1 == self._peer_bit:
+                self._peer_streams[bool(stream_id & 2)] -= 1
+
+    # ----------------------------------------------------------------------------- datagrams
+
+    def send_datagram(self, data: bytes) -> None:
+        """Queue a DATAGRAM frame; the caller checked the size."""
+        self._datagrams.append(data)
+
+    def trim_datagrams(self, limit: int) -> int:
+        """Drop the oldest queued datagrams beyond ``limit``; returns how many were dropped."""
+        pending = self._datagrams
+        dropped = 0
+        while len(pending) > limit:
+            pending.popleft()
+            dropped += 1
+        return dropped
+
+    def max_datagram_payload(self) -> int:
+        """Largest DATAGRAM frame payload that fits in one packet to this peer (0: none)."""
+        quic = self._quic
+        remote = quic._remote_max_datagram_frame_size  # qh3 internals
+        core = quic._core  # qh3 internals
+        if not remote or core is None:
+            return 0
+        udp = min(self._max_udp_payload, core.active_path[5])  # qh3 internals: the path MTU
+        cid = _MAX_CID_LENGTH if self._peer_cid_length is None else self._peer_cid_length
+        room = udp - _SHORT_HEADER_OVERHEAD - cid - 1  # the DATAGRAM frame type
+        by_packet = room - 2 if room - 2 < 16384 else room - 4  # minus the length varint
+        by_frame = remote - 1 - (2 if remote - 3 < 16384 else 4)
+        return max(0, min(by_packet, by_frame))
+
+    # ----------------------------------------------------------------------------- connection
+
+    def send_ping(self) -> None:
+        """Queue a PING frame (keeps the connection and NAT bindings alive)."""
+        self._ping_uid += 1
+        self._dirty = True
+        with contextlib.suppress(Exception):  # not started, or closing
+            self._quic.send_ping(self._ping_uid)
+
+    def close(self, error_code: int, reason: str) -> None:
+        """Close the connection with an application error code."""
+        if self._closed_locally or self._terminated:
+            return
+        if self._quic._core is None:  # qh3 internals: created on start
+            # Not started (a client before connect(), a server before its first Initial):
+            # nothing was sent, and qh3 has nothing to close.
+            self._end_locally(error_code, reason)
+            return
+        self._closed_locally = True
+        self._dirty = True
+        if self._handshake_unsent:
+            # qh3 2.1 closes at once in the highest epoch only (1-RTT) and drops the client's
+            # unsent Finished: the server could never read the close. Send that flight first.
+            self._deferred_close = (error_code, reason)
+            return
+        self._quic.close(error_code=error_code, reason_phrase=reason)
+
+    def peer_certificate_der(self) -> bytes | None:
+        """The DER certificate the peer presented, once the handshake got that far."""
+        cert = self._quic.get_peercert()
+        return None if cert is None else bytes(cert.public_bytes())
+
+    def smoothed_rtt(self) -> float:
+        """The current smoothed round-trip time estimate, in seconds (0 before a sample)."""
+        core = self._quic._core  # qh3 internals
+        rtt = None if core is None else core.smoothed_rtt
+        return 0.0 if rtt is None else float(rtt)
+
+
+def qh3_configuration(settings: QuicSettings) -> QuicConfiguration:
+    """qh3's ``QuicConfiguration`` for ``settings`` (reads the certificate and key files).
+
+    Raises:
+        OSError, ValueError: a certificate, key or CA file cannot be read or parsed.
+    """
+    qc = QuicConfiguration(
+        is_client=settings.is_client,
+        alpn_protocols=list(settings.alpn_protocols),
+        idle_timeout=settings.idle_timeout,
+        max_datagram_frame_size=settings.max_datagram_frame_size,
+        max_datagram_size=settings.max_udp_payload,
+        probe_datagram_size=False,  # max_udp_payload is the packet size, as with aioquic
+        server_name=settings.server_name,
+        max_stream_data=settings.stream_receive_window,
+        max_data=settings.connection_receive_window,
+        active_connection_id_limit=_ACTIVE_CONNECTION_IDS,
+    )
+    qc.secrets_log_file = settings.key_log
+    if settings.is_client:
+        qc.verify_mode = settings.verify_mode
+        if settings.ca_file:
+            qc.load_verify_locations(cafile=settings.ca_file)
+    if settings.certfile is not None:
+        try:
+            qc.load_cert_chain(settings.certfile, settings.keyfile)
+        except OSError:
+            raise
+        except Exception as exc:  # qh3 raises IndexError for a file without a certificate
+            raise ValueError(f"{settings.certfile}: {exc or type(exc).__name__}") from exc
+        if qc.certificate is None or qc.private_key is None:
+            raise ValueError(f"{settings.certfile}: no certificate and private key")
+    return qc
+
+
+class Qh3Factory:
+    """:class:`EngineFactory` of :class:`Qh3Engine` (one ``QuicConfiguration`` for all)."""
+
+    def __init__(self, settings: QuicSettings) -> None:
+        self.settings = settings
+        self.configuration = qh3_configuration(settings)
+
+    def create(
+        self,
+        *,
+        original_destination_connection_id: bytes | None = None,
+        retry_source_connection_id: bytes | None = None,
+        stateless_reset_key: bytes | None = None,
+    ) -> Qh3Engine:
+        """An engine for one connection (see :class:`Qh3Engine`)."""
+        settings = self.settings
+        return Qh3Engine(
+            self.configuration,
+            original_destination_connection_id=original_destination_connection_id,
+            retry_source_connection_id=retry_source_connection_id,
+            max_streams_bidi=settings.max_streams_bidi,
+            max_streams_uni=settings.max_streams_uni,
+            stateless_reset_key=stateless_reset_key,
+        )
