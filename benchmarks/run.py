@@ -1,21 +1,27 @@
-"""Run the benchmark workloads on the floor, on pywebtransport, and optionally on 0.7.1.
+"""Run the benchmark workloads on the floor, on pywebtransport, and optionally on PyPI releases.
 
 Each round runs, one after the other, the floor (``floor_aioquic.py``: raw aioquic), this
-project's implementation (when ``pywebtransport`` imports), and with ``--baseline-071`` the PyPI
-release 0.7.1 from another virtualenv. Every run is a separate client process that spawns its own
-server process, so client and server never share a core and no state survives between runs.
-Then the medians over the rounds are printed with ratios to the floor (ratio > 1 means better
-than the floor; for connect time the ratio is floor / implementation).
+project's implementation (when ``pywebtransport`` imports), with ``--baseline-071`` the PyPI
+release 0.7.1 from another virtualenv, and with ``--baseline-021`` the upstream PyPI release
+0.21.1 (Rust core, Python 3.12) from a virtualenv that ``baseline_021.py`` creates once and caches
+in ``~/.cache``. Every run is a separate client process that spawns its own server process, so
+client and server never share a core and no state survives between runs. Then the medians over
+the rounds are printed with ratios to the floor (ratio > 1 means better than the floor; for
+connect time the ratio is floor / implementation), and ours against each PyPI release.
 
 Usage::
 
     python benchmarks/run.py [--rounds 5] [--baseline-071 /tmp/pwt071-venv/bin/python]
-                             [--skip-ours] [--json results.json]
+                             [--baseline-021 [--python312 PYTHON]]
+                             [--skip-ours] [--engines aioquic,qh3] [--json results.json]
+
+``--engines`` runs pywebtransport once per QUIC engine named (client and server alike):
+column ``ours`` is aioquic, ``ours-qh3`` is qh3.
 
 Hidden sub-commands used by the rounds (pywebtransport's side of the workloads)::
 
-    python benchmarks/run.py ours [--json]          # spawn an ours-server, run the workloads
-    python benchmarks/run.py ours-server --cert C --key K    # prints READY <port>
+    python benchmarks/run.py ours [--json] [--engine E]    # spawn an ours-server, run the workloads
+    python benchmarks/run.py ours-server --cert C --key K [--engine E]    # prints READY <port>
 """
 
 from __future__ import annotations
@@ -104,11 +110,11 @@ async def _local_echo(session: Any) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def serve_ours(host: str, certfile: str, keyfile: str) -> None:
+async def serve_ours(host: str, certfile: str, keyfile: str, engine: str = "aioquic") -> None:
     """Run pywebtransport's echo server (route ``/echo``) until SIGINT/SIGTERM."""
     from pywebtransport import ServerApp, ServerConfig, WebTransportServer
 
-    config = ServerConfig(certfile=certfile, keyfile=keyfile, host=host, port=0)
+    config = ServerConfig(certfile=certfile, keyfile=keyfile, host=host, port=0, engine=engine)
     app = ServerApp(config=config)
     app.route("/echo")(_echo_route())
     server = WebTransportServer(config=config, app=app)
@@ -120,12 +126,12 @@ async def serve_ours(host: str, certfile: str, keyfile: str) -> None:
         await server.close()
 
 
-async def workloads_ours(host: str, port: int, cafile: str) -> Result:
+async def workloads_ours(host: str, port: int, cafile: str, engine: str = "aioquic") -> Result:
     """Run the three workloads with pywebtransport's ``WebTransportClient``."""
     from pywebtransport import ClientConfig, WebTransportClient
 
     url = f"https://{host}:{port}/echo"
-    config = ClientConfig(ca_certs=cafile, connect_timeout=STEP_TIMEOUT)
+    config = ClientConfig(ca_certs=cafile, connect_timeout=STEP_TIMEOUT, engine=engine)
     samples: list[float] = []
     cpu: list[float] = []
     for _ in range(CONNECTS):
@@ -195,14 +201,17 @@ async def workloads_ours(host: str, port: int, cafile: str) -> Result:
     )
 
 
-async def bench_ours(host: str, as_json: bool) -> Result:
-    """Spawn pywebtransport's server process and run the workloads against it."""
+async def bench_ours(host: str, as_json: bool, engine: str = "aioquic") -> Result:
+    """Spawn pywebtransport's server process and run the workloads against it.
+
+    ``engine`` is the QUIC engine of both (``ClientConfig.engine``, ``ServerConfig.engine``).
+    """
     with tempfile.TemporaryDirectory(prefix="ours-bench-") as tmp:
         cert = make_certificate(Path(tmp))
-        argv = [sys.executable, __file__, "ours-server", "--host", host]
+        argv = [sys.executable, __file__, "ours-server", "--host", host, "--engine", engine]
         argv += ["--cert", cert.certfile, "--key", cert.keyfile]
         async with spawn_server(argv) as port:
-            result = await workloads_ours(host, port, cert.certfile)
+            result = await workloads_ours(host, port, cert.certfile, engine)
     emit(result, "pywebtransport", as_json)
     return result
 
@@ -310,6 +319,34 @@ def print_table(runs: dict[str, list[Result | None]]) -> dict[str, dict[str, flo
     return medians
 
 
+def print_versus(runs: dict[str, list[Result | None]], baselines: list[str]) -> None:
+    """Print each of our columns (``ours``, ``ours-<engine>``) against each PyPI baseline.
+
+    Ratio > 1: ours is better (connect times: baseline / ours, the others: ours / baseline).
+    """
+    mine = [name for name in runs if name == "ours" or name.startswith("ours-")]
+    if not mine or not baselines:
+        return
+    medians = {name: {m: _median(rs, m) for m, _, _ in METRICS} for name, rs in runs.items()}
+    for ours in mine:
+        width = max(10, len(ours) + 2)
+        header = f"{'workload':<26}{ours:>{width}}"
+        for name in baselines:
+            header += f"{name:>10}{ours + '/' + name:>{width + 8}}"
+        lines = [header, "-" * len(header)]
+        for metric, title, better in METRICS:
+            value = medians[ours][metric]
+            row = f"{title:<26}{_fmt(value):>{width}}"
+            for name in baselines:
+                reference = medians[name][metric]
+                row += f"{_fmt(reference):>10}{_ratio(value, reference, better):>{width + 8}}"
+            lines.append(row)
+        lines.append(
+            f"ratio > 1 = {ours} better (connect: baseline/{ours}, others: {ours}/baseline)"
+        )
+        sys.stdout.write("\n" + "\n".join(lines) + "\n")
+
+
 def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
@@ -328,17 +365,33 @@ def run_rounds(args: argparse.Namespace) -> int:
     if not args.skip_ours:
         reason = ours_available()
         if reason is None:
-            commands["ours"] = ([sys.executable, __file__, "ours", "--json"], _environment())
+            for engine in args.engines.split(","):
+                name = "ours" if engine == "aioquic" else f"ours-{engine}"
+                argv = [sys.executable, __file__, "ours", "--json", "--engine", engine]
+                commands[name] = (argv, _environment())
         else:
             sys.stdout.write(f"pywebtransport not benchmarked (import failed: {reason})\n")
     if args.baseline_071:
         commands["0.7.1"] = ([args.baseline_071, str(HERE / "baseline_071.py"), "--json"], None)
+    if args.baseline_021:
+        from baseline_021 import SetupError, ensure_venv
+
+        try:
+            python021 = ensure_venv(args.python312)
+        except SetupError as exc:
+            sys.stderr.write(f"run.py --baseline-021: {exc}\n")
+            return 2
+        # Like 0.7.1, it must not see ``src`` (nor anything else on PYTHONPATH).
+        env021 = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        argv021 = [python021, str(HERE / "baseline_021.py"), "--json"]
+        commands["0.21.1"] = (argv021, env021)
     runs: dict[str, list[Result | None]] = {name: [] for name in commands}
     for round_no in range(1, args.rounds + 1):
         sys.stdout.write(f"round {round_no}/{args.rounds}\n")
         for name, (argv, env) in commands.items():
             runs[name].append(run_one(name, argv, env))
     medians = print_table(runs)
+    print_versus(runs, [name for name in ("0.7.1", "0.21.1") if name in runs])
     if args.json:
         raw = {n: [None if r is None else r.__dict__ for r in rs] for n, rs in runs.items()}
         Path(args.json).write_text(json.dumps({"medians": medians, "runs": raw}, indent=2))
@@ -354,7 +407,24 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PYTHON",
         help="python of a virtualenv with pywebtransport==0.7.1 (runs baseline_071.py)",
     )
+    parser.add_argument(
+        "--baseline-021",
+        action="store_true",
+        help="also run upstream pywebtransport==0.21.1 (baseline_021.py; its Python 3.12 "
+        "virtualenv is created once under ~/.cache/pywebtransport-benchmarks)",
+    )
+    parser.add_argument(
+        "--python312",
+        metavar="PYTHON",
+        help="Python >= 3.12 to create the 0.21.1 virtualenv with (default: pyenv's 3.12)",
+    )
     parser.add_argument("--skip-ours", action="store_true", help="do not run pywebtransport")
+    parser.add_argument(
+        "--engines",
+        default="aioquic",
+        help="QUIC engines to run pywebtransport on, comma-separated (aioquic, qh3; default "
+        "aioquic): column ours (aioquic), ours-qh3 (qh3)",
+    )
     parser.add_argument(
         "--floor-asyncio",
         action="store_true",
@@ -366,16 +436,18 @@ def main(argv: list[str] | None = None) -> int:
     ours = commands.add_parser("ours", help=argparse.SUPPRESS)
     ours.add_argument("--json", action="store_true")
     ours.add_argument("--host", default="127.0.0.1")
+    ours.add_argument("--engine", default="aioquic")
     server = commands.add_parser("ours-server", help=argparse.SUPPRESS)
     server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--engine", default="aioquic")
     server.add_argument("--cert", required=True)
     server.add_argument("--key", required=True)
     args = parser.parse_args(argv)
     if args.command == "ours":
-        asyncio.run(bench_ours(args.host, bool(args.json)))
+        asyncio.run(bench_ours(args.host, bool(args.json), args.engine))
         return 0
     if args.command == "ours-server":
-        asyncio.run(serve_ours(args.host, args.cert, args.key))
+        asyncio.run(serve_ours(args.host, args.cert, args.key, args.engine))
         return 0
     return run_rounds(args)
 
