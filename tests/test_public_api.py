@@ -1,4 +1,4 @@
-"""The public surface: the seed page's names and signatures, and the package's __all__."""
+"""The public surface: the client API's names and signatures, and the package's __all__."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 import pywebtransport
 import pywebtransport.client as client_api
 
-# name -> {member: (kind, [(parameter, kind)])} from ../shared/seed/client-api.md
+# name -> {member: (kind, [(parameter, kind)])}: the client API of docs/client.md
 KW = inspect.Parameter.KEYWORD_ONLY
 POS = inspect.Parameter.POSITIONAL_OR_KEYWORD
 
-SEED: dict[str, dict[str, list[tuple[str, Any]]]] = {
+CONTRACT: dict[str, dict[str, list[tuple[str, Any]]]] = {
     "WebTransportClient": {
         "__init__": [("config", KW)],
         "create": [("url", KW), ("config", KW)],
@@ -85,29 +85,29 @@ ASYNC = {
 
 
 def assert_only_optional_keyword_extras(extra: list[inspect.Parameter]) -> None:
-    """Options beyond the seed are allowed only as keyword-only ones with defaults."""
+    """Options beyond the contract are allowed only as keyword-only ones with defaults."""
     for p in extra:
         assert p.kind is KW and p.default is not inspect.Parameter.empty, p
 
 
-def test_client_exports_exactly_the_seed_names() -> None:
+def test_client_exports_exactly_the_contract_names() -> None:
     assert sorted(client_api.__all__) == sorted(
-        [*SEED, "ClientStats", "benchmark_client_performance", "test_client_connectivity"]
+        [*CONTRACT, "ClientStats", "benchmark_client_performance", "test_client_connectivity"]
     )
     for name in client_api.__all__:
         assert getattr(client_api, name) is not None
 
 
 @pytest.mark.parametrize(
-    ("cls_name", "member"), [(c, m) for c, members in SEED.items() for m in members]
+    ("cls_name", "member"), [(c, m) for c, members in CONTRACT.items() for m in members]
 )
-def test_seed_signatures(cls_name: str, member: str) -> None:
+def test_contract_signatures(cls_name: str, member: str) -> None:
     cls = getattr(client_api, cls_name)
     func = getattr(cls, member)
     params = [
         p for p in inspect.signature(func).parameters.values() if p.name not in ("self", "cls")
     ]
-    expected = SEED[cls_name][member]
+    expected = CONTRACT[cls_name][member]
     assert [(p.name, p.kind) for p in params[: len(expected)]] == expected
     assert_only_optional_keyword_extras(params[len(expected) :])
     if (cls_name, member) in ASYNC:
@@ -117,7 +117,7 @@ def test_seed_signatures(cls_name: str, member: str) -> None:
 @pytest.mark.parametrize(
     ("cls_name", "prop"), [(c, p) for c, props in PROPERTIES.items() for p in props]
 )
-def test_seed_properties(cls_name: str, prop: str) -> None:
+def test_contract_properties(cls_name: str, prop: str) -> None:
     assert isinstance(getattr(getattr(client_api, cls_name), prop), property)
 
 

@@ -1,4 +1,4 @@
-"""The client API: exactly the names of the seed page (see docs/client.md)."""
+"""The client API: WebTransportClient and the higher-level clients (see docs/client.md)."""
 
 from __future__ import annotations
 
