@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/server_scale.py [--sessions 300] [--clients 2] [--concurrency 16]
-        [--rounds 2] [--idle 1000] [--json PATH]
+        [--rounds 2] [--idle 1000] [--engines aioquic,qh3] [--json PATH]
 
 - **Accept rate**: ``pywebtransport serve --workers W`` runs as a child process (W = 1, then 2,
   interleaved for ``--rounds``). ``--clients`` client processes (this script in ``client`` mode)
@@ -16,6 +16,10 @@ Usage::
 
 Server and clients are separate processes; on a 2-core machine 2 workers and 2 client processes
 share the cores, so the ratio is bounded by the CPU left to the server (printed next to it).
+
+``--engines`` (default ``aioquic``) lists the QUIC engines to measure (``serve --engine E``); the
+client processes run on the same engine as the server. Rounds interleave the engines and the
+worker counts; the idle memory figure is taken once per engine.
 """
 
 from __future__ import annotations
@@ -45,10 +49,14 @@ def _env() -> dict[str, str]:
 # ----------------------------------------------------------------------------- client mode
 
 
-async def _client_mode(port: int, hash_hex: str, count: int, concurrency: int, hold: bool) -> None:
+async def _client_mode(
+    port: int, hash_hex: str, count: int, concurrency: int, hold: bool, engine: str
+) -> None:
     from pywebtransport import ClientConfig, WebTransportClient
 
-    config = ClientConfig(server_certificate_hashes=[bytes.fromhex(hash_hex)], connect_timeout=30)
+    config = ClientConfig(
+        server_certificate_hashes=[bytes.fromhex(hash_hex)], connect_timeout=30, engine=engine
+    )
     url = f"https://127.0.0.1:{port}/echo"
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -90,15 +98,21 @@ async def _client_mode(port: int, hash_hex: str, count: int, concurrency: int, h
 
 class Serve:
     def __init__(
-        self, process: asyncio.subprocess.Process, port: int, hash_hex: str, pids: list[int]
+        self,
+        process: asyncio.subprocess.Process,
+        port: int,
+        hash_hex: str,
+        pids: list[int],
+        engine: str,
     ) -> None:
         self.process, self.port, self.hash_hex, self.pids = process, port, hash_hex, pids
+        self.engine = engine
 
     @classmethod
-    async def start(cls, workers: int) -> Serve:
+    async def start(cls, workers: int, engine: str = "aioquic") -> Serve:
         process = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "pywebtransport", "serve", "--port", "0", "--http-port", "0"),
-            *("--workers", str(workers)),
+            *("--workers", str(workers), "--engine", engine),
             stdout=asyncio.subprocess.PIPE,
             env=_env(),
         )
@@ -111,7 +125,7 @@ class Serve:
                 if line.startswith("WORKER "):
                     pids.append(int(line.split("pid=")[1].split()[0]))
         fields = dict(part.split("=", 1) for part in line.split()[1:])
-        return cls(process, int(fields["udp"]), fields["hash"], pids or [process.pid])
+        return cls(process, int(fields["udp"]), fields["hash"], pids or [process.pid], engine)
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the processes that serve the port (the workers, or serve)."""
@@ -143,7 +157,7 @@ async def _clients(
         procs.append(
             await asyncio.create_subprocess_exec(
                 *(sys.executable, __file__, "client", str(serve.port), serve.hash_hex),
-                *(str(count), str(concurrency), "hold" if hold else "close"),
+                *(str(count), str(concurrency), "hold" if hold else "close", serve.engine),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 env=_env(),
@@ -177,9 +191,9 @@ async def _finish(procs: list[asyncio.subprocess.Process]) -> None:
 
 
 async def accept_rate(
-    workers: int, args: argparse.Namespace
+    workers: int, engine: str, args: argparse.Namespace
 ) -> tuple[float, float, int, list[str]]:
-    serve = await Serve.start(workers)
+    serve = await Serve.start(workers, engine)
     try:
         cpu_before = serve.cpu_seconds()
         procs, results = await _clients(
@@ -199,8 +213,8 @@ async def accept_rate(
     return ok / elapsed, cpu * 1e3 / max(ok, 1), failed, exits
 
 
-async def idle_memory(args: argparse.Namespace) -> dict[str, float]:
-    serve = await Serve.start(1)
+async def idle_memory(engine: str, args: argparse.Namespace) -> dict[str, float]:
+    serve = await Serve.start(1, engine)
     try:
         procs, _ = await _clients(serve, clients=1, count=50, concurrency=10, hold=False)
         await _finish(procs)
@@ -223,30 +237,44 @@ async def idle_memory(args: argparse.Namespace) -> dict[str, float]:
 
 
 async def main(args: argparse.Namespace) -> None:
-    rates: dict[int, list[float]] = {1: [], 2: []}
-    cpu_ms: dict[int, list[float]] = {1: [], 2: []}
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    rates: dict[str, dict[int, list[float]]] = {e: {1: [], 2: []} for e in engines}
+    cpu_ms: dict[str, dict[int, list[float]]] = {e: {1: [], 2: []} for e in engines}
     for round_ in range(args.rounds):
+        for engine in engines:
+            for workers in (1, 2):
+                rate, cpu, failed, exits = await accept_rate(workers, engine, args)
+                rates[engine][workers].append(rate)
+                cpu_ms[engine][workers].append(cpu)
+                spread = " ".join(e.split()[4] for e in exits)
+                print(
+                    f"round {round_ + 1} engine={engine} workers={workers}: {rate:,.0f} "
+                    f"sessions/s, server CPU {cpu:.2f} ms/session (failed {failed}) {spread}",
+                    flush=True,
+                )
+    memory: dict[str, dict[str, float]] = {}
+    for engine in engines:
+        one, two = statistics.median(rates[engine][1]), statistics.median(rates[engine][2])
+        print(f"[{engine}] accept rate, 1 worker : {one:,.0f} sessions/s (median of {args.rounds})")
+        print(f"[{engine}] accept rate, 2 workers: {two:,.0f} sessions/s (median of {args.rounds})")
+        print(
+            f"[{engine}] ratio 2/1: {two / one:.2f} "
+            f"(cores: {os.cpu_count()}, client processes: {args.clients})"
+        )
         for workers in (1, 2):
-            rate, cpu, failed, exits = await accept_rate(workers, args)
-            rates[workers].append(rate)
-            cpu_ms[workers].append(cpu)
-            spread = " ".join(e.split()[4] for e in exits)
+            cpu = statistics.median(cpu_ms[engine][workers])
             print(
-                f"round {round_ + 1} workers={workers}: {rate:,.0f} sessions/s, server CPU "
-                f"{cpu:.2f} ms/session (failed {failed}) {spread}",
-                flush=True,
+                f"[{engine}] server CPU per accepted session, {workers} worker(s): {cpu:.2f} ms"
+                f" (one core: {1e3 / cpu:,.0f} sessions/s)"
             )
-    one, two = statistics.median(rates[1]), statistics.median(rates[2])
-    print(f"accept rate, 1 worker : {one:,.0f} sessions/s (median of {args.rounds})")
-    print(f"accept rate, 2 workers: {two:,.0f} sessions/s (median of {args.rounds})")
-    print(f"ratio 2/1: {two / one:.2f} (cores: {os.cpu_count()}, client processes: {args.clients})")
-    cpu = statistics.median(cpu_ms[1] + cpu_ms[2])
-    print(f"server CPU per accepted session: {cpu:.2f} ms (one core: {1e3 / cpu:,.0f} sessions/s)")
-    memory = await idle_memory(args)
-    print(
-        f"idle sessions: {memory['sessions']:.0f} open, server RSS {memory['rss_before_kib']:,.0f}"
-        f" -> {memory['rss_after_kib']:,.0f} KiB, {memory['kib_per_session']:.1f} KiB per session"
-    )
+        memory[engine] = await idle_memory(engine, args)
+        m = memory[engine]
+        print(
+            f"[{engine}] idle sessions: {m['sessions']:.0f} open, server RSS "
+            f"{m['rss_before_kib']:,.0f} -> {m['rss_after_kib']:,.0f} KiB, "
+            f"{m['kib_per_session']:.1f} KiB per session",
+            flush=True,
+        )
     if args.json:
         _write_json(args.json, {"rates": rates, "cpu_ms": cpu_ms, "memory": memory})
 
@@ -264,13 +292,18 @@ def _parse() -> argparse.Namespace:
     parser.add_argument(
         "--idle", type=int, default=1000, help="idle sessions for the memory figure"
     )
+    parser.add_argument(
+        "--engines", default="aioquic", help="comma-separated QUIC engines: aioquic,qh3"
+    )
     parser.add_argument("--json")
     return parser.parse_args()
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "client":
-        port, hash_hex, count, concurrency, mode = sys.argv[2:7]
-        asyncio.run(_client_mode(int(port), hash_hex, int(count), int(concurrency), mode == "hold"))
+        port, hash_hex, count, concurrency, mode, engine = sys.argv[2:8]
+        asyncio.run(
+            _client_mode(int(port), hash_hex, int(count), int(concurrency), mode == "hold", engine)
+        )
     else:
         asyncio.run(main(_parse()))
