@@ -8,6 +8,7 @@ configuration through an :class:`EngineFactory` (``protocol/engine_aioquic.py``,
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 
 from ._keylog import key_log_file
@@ -30,22 +31,13 @@ def client_settings(cfg: ClientConfig, server_name: str) -> QuicSettings:
     checks its hash after the handshake instead.
     """
     pinned = bool(cfg.server_certificate_hashes)
-    return QuicSettings(
+    return dataclasses.replace(
+        _shared_settings(cfg),
         is_client=True,
-        alpn_protocols=(ALPN_H3,),
-        idle_timeout=cfg.idle_timeout,
-        max_udp_payload=cfg.max_datagram_size,
-        stream_receive_window=cfg.stream_receive_window,
-        connection_receive_window=cfg.connection_receive_window,
         max_streams_bidi=cfg.max_incoming_streams,
-        max_streams_uni=cfg.max_incoming_streams + _H3_UNI_STREAMS,
         server_name=server_name,
         verify_mode=ssl.CERT_NONE if pinned else cfg.verify_mode,
         ca_file=None if pinned else cfg.ca_certs,
-        certfile=cfg.certfile,
-        keyfile=cfg.keyfile,
-        key_log=key_log_file(),  # only when SSLKEYLOGFILE is set
-        congestion_control=cfg.congestion_control,
     )
 
 
@@ -55,6 +47,14 @@ def server_settings(cfg: ServerConfig) -> QuicSettings:
     The peer's bidirectional streams are its WebTransport streams plus one CONNECT stream per
     session it may hold.
     """
+    return dataclasses.replace(
+        _shared_settings(cfg),
+        max_streams_bidi=cfg.max_incoming_streams + cfg.max_sessions_per_connection,
+    )
+
+
+def _shared_settings(cfg: ClientConfig | ServerConfig) -> QuicSettings:
+    """The settings a client and a server take from their configs alike (server side)."""
     return QuicSettings(
         is_client=False,
         alpn_protocols=(ALPN_H3,),
@@ -62,7 +62,6 @@ def server_settings(cfg: ServerConfig) -> QuicSettings:
         max_udp_payload=cfg.max_datagram_size,
         stream_receive_window=cfg.stream_receive_window,
         connection_receive_window=cfg.connection_receive_window,
-        max_streams_bidi=cfg.max_incoming_streams + cfg.max_sessions_per_connection,
         max_streams_uni=cfg.max_incoming_streams + _H3_UNI_STREAMS,
         certfile=cfg.certfile,
         keyfile=cfg.keyfile,

@@ -77,6 +77,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from qh3._hazmat import QuicConnectionCore
@@ -622,23 +623,23 @@ class Qh3Engine:
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         """Abruptly end our sending side (RESET_STREAM)."""
-        self._dirty = True
-        blocked = self._blocked.get(stream_id)
-        if blocked is not None:
-            blocked.append((_RESET, error_code, False))
-            return
-        with contextlib.suppress(Exception):  # the stream is already gone or cannot send
-            self._quic.reset_stream(stream_id, error_code)
+        self._end_direction(stream_id, _RESET, error_code, self._quic.reset_stream)
 
     def stop_stream(self, stream_id: int, error_code: int) -> None:
         """Ask the peer to stop sending (STOP_SENDING)."""
+        self._end_direction(stream_id, _STOP, error_code, self._quic.stop_stream)
+
+    def _end_direction(
+        self, stream_id: int, op: int, error_code: int, apply: Callable[[int, int], Any]
+    ) -> None:
+        """Apply a reset or stop now, or queue it behind a stream the peer does not allow yet."""
         self._dirty = True
         blocked = self._blocked.get(stream_id)
         if blocked is not None:
-            blocked.append((_STOP, error_code, False))
+            blocked.append((op, error_code, False))
             return
-        with contextlib.suppress(Exception):  # the stream is already gone or cannot receive
-            self._quic.stop_stream(stream_id, error_code)
+        with contextlib.suppress(Exception):  # the stream is already gone or cannot do it
+            apply(stream_id, error_code)
 
     def _beyond_stream_limit(self, stream_id: int) -> bool:
         """True for a stream of ours the peer's MAX_STREAMS does not allow yet.
