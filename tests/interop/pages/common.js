@@ -23,3 +23,16 @@ function withTimeout(promise, ms, what) {
   });
   return Promise.race([promise, expiry]).finally(() => clearTimeout(timer));
 }
+
+// Run `run(config)` with the page's /config.json and POST {ok, result} (or the error) to /report.
+async function reportRun(run) {
+  try {
+    const config = await (await fetch("/config.json")).json();
+    const result = await run(config);
+    await fetch("/report", { method: "POST", body: JSON.stringify({ ok: true, result }) });
+  } catch (error) {
+    log(`failed: ${error} ${error?.stack ?? ""}`);
+    const body = { ok: false, error: String(error), name: error?.name ?? null, code: error?.code ?? null };
+    await fetch("/report", { method: "POST", body: JSON.stringify(body) });
+  }
+}
