@@ -46,7 +46,7 @@ from floor_aioquic import (
     emit,
     make_certificate,
     median_ms,
-    run_datagram_window,
+    run_datagram_echo,
     spawn_server,
     wait_for_termination,
 )
@@ -351,27 +351,9 @@ async def workloads_021(host: str, port: int, cafile: str) -> Result:
 
     async with asyncio.timeout(STEP_TIMEOUT), pwt.WebTransportClient(config=config) as client:
         session = await client.connect(url=url)
-        counter = [0]
-        wake = asyncio.Event()
-
-        async def receiver() -> None:
-            while True:
-                await session.read_datagram()
-                counter[0] += 1
-                wake.set()
-
-        async def send_batch(data: bytes, count: int) -> None:
-            for _ in range(count):
-                await session.send_datagram(data=data)
-
-        receiving = asyncio.create_task(receiver())
-        try:
-            received, dg_elapsed, stalls = await run_datagram_window(
-                send_batch, lambda: counter[0], wake
-            )
-        finally:
-            receiving.cancel()
-            await asyncio.gather(receiving, return_exceptions=True)
+        received, dg_elapsed, stalls = await run_datagram_echo(
+            lambda data: session.send_datagram(data=data), session.read_datagram
+        )
         await session.close()
 
     return Result(

@@ -39,7 +39,7 @@ from floor_aioquic import (
     emit,
     make_certificate,
     median_ms,
-    run_datagram_window,
+    run_datagram_echo,
     spawn_server,
     wait_for_termination,
 )
@@ -163,27 +163,9 @@ async def workloads_071(host: str, port: int, cafile: str) -> Result:
     async with asyncio.timeout(STEP_TIMEOUT), pwt.WebTransportClient(config=config) as client:
         session = await client.connect(url=url)
         transport = await session.datagrams
-        counter = [0]
-        wake = asyncio.Event()
-
-        async def receiver() -> None:
-            while True:
-                await transport.receive()
-                counter[0] += 1
-                wake.set()
-
-        async def send_batch(data: bytes, count: int) -> None:
-            for _ in range(count):
-                await transport.send(data=data)
-
-        receiving = asyncio.create_task(receiver())
-        try:
-            received, dg_elapsed, stalls = await run_datagram_window(
-                send_batch, lambda: counter[0], wake
-            )
-        finally:
-            receiving.cancel()
-            await asyncio.gather(receiving, return_exceptions=True)
+        received, dg_elapsed, stalls = await run_datagram_echo(
+            lambda data: transport.send(data=data), transport.receive
+        )
         await session.close()
 
     return Result(

@@ -224,6 +224,32 @@ def median_ms(samples: Sequence[float]) -> float:
     return statistics.median(samples) * 1000.0
 
 
+async def run_datagram_echo(
+    send: Callable[[bytes], Awaitable[Any]], receive: Callable[[], Awaitable[Any]]
+) -> tuple[int, float, int]:
+    """:func:`run_datagram_window` over a stack whose datagram send and receive are awaitable:
+    a task counts the echoes ``receive`` returns. Returns what the window returns."""
+    counter = [0]
+    wake = asyncio.Event()
+
+    async def receiver() -> None:
+        while True:
+            await receive()
+            counter[0] += 1
+            wake.set()
+
+    async def send_batch(data: bytes, count: int) -> None:
+        for _ in range(count):
+            await send(data)
+
+    receiving = asyncio.create_task(receiver())
+    try:
+        return await run_datagram_window(send_batch, lambda: counter[0], wake)
+    finally:
+        receiving.cancel()
+        await asyncio.gather(receiving, return_exceptions=True)
+
+
 async def run_datagram_window(
     send_batch: Callable[[bytes, int], Awaitable[None]],
     arrived: Callable[[], int],

@@ -48,7 +48,7 @@ from floor_aioquic import (
     emit,
     make_certificate,
     median_ms,
-    run_datagram_window,
+    run_datagram_echo,
     spawn_server,
     wait_for_termination,
 )
@@ -168,27 +168,9 @@ async def workloads_ours(host: str, port: int, cafile: str, engine: str = "aioqu
     async with asyncio.timeout(STEP_TIMEOUT), WebTransportClient(config=config) as client:
         session = await client.connect(url=url)
         datagrams = session.datagrams
-        counter = [0]
-        wake = asyncio.Event()
-
-        async def receiver() -> None:
-            while True:
-                await datagrams.receive()
-                counter[0] += 1
-                wake.set()
-
-        async def send_batch(data: bytes, count: int) -> None:
-            for _ in range(count):
-                await datagrams.send(data)
-
-        receiving = asyncio.create_task(receiver())
-        try:
-            received, dg_elapsed, stalls = await run_datagram_window(
-                send_batch, lambda: counter[0], wake
-            )
-        finally:
-            receiving.cancel()
-            await asyncio.gather(receiving, return_exceptions=True)
+        received, dg_elapsed, stalls = await run_datagram_echo(
+            lambda data: datagrams.send(data), datagrams.receive
+        )
         await session.close()
 
     return Result(
