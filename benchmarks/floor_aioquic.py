@@ -171,6 +171,15 @@ async def spawn_server(argv: Sequence[str]) -> AsyncIterator[int]:
         The UDP port the server announced. The server's stderr goes to a temporary file that is
         shown only when the server fails to start.
     """
+    async with spawn_server_process(argv) as (port, _):
+        yield port
+
+
+@contextlib.asynccontextmanager
+async def spawn_server_process(
+    argv: Sequence[str],
+) -> AsyncIterator[tuple[int, asyncio.subprocess.Process]]:
+    """:func:`spawn_server`, yielding the process too (for its pid)."""
     with tempfile.TemporaryFile() as log:
         process = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=log
@@ -187,7 +196,7 @@ async def spawn_server(argv: Sequence[str]) -> AsyncIterator[int]:
                     words = line.decode(errors="replace").split()
                     if len(words) == 2 and words[0] == "READY":
                         break
-            yield int(words[1])
+            yield int(words[1]), process
         finally:
             await _stop(process)
 

@@ -55,15 +55,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from floor_aioquic import (
-    SERVER_START_TIMEOUT,
     announce_ready,
     make_certificate,
+    spawn_server_process,
     wait_for_termination,
 )
 
@@ -89,7 +89,6 @@ STEP_TIMEOUT = 120.0
 """Upper bound on one phase (warm-up included), and on connecting."""
 RUN_TIMEOUT = 900.0
 """Upper bound on one client process (server start and every phase included)."""
-STOP_TIMEOUT = 10.0
 
 _LENGTH = struct.Struct(">I")
 ECHO, RPC = b"e", b"r"
@@ -515,37 +514,6 @@ def _compact(message: Any) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode()
 
 
-@contextlib.asynccontextmanager
-async def spawn_server(argv: Sequence[str]) -> AsyncIterator[tuple[int, int]]:
-    """Start the server process; yield ``(port, pid)``; stop it (SIGTERM, then SIGKILL) after."""
-    with tempfile.TemporaryFile() as log:
-        process = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=log
-        )
-        try:
-            assert process.stdout is not None
-            async with asyncio.timeout(SERVER_START_TIMEOUT):
-                while True:
-                    line = await process.stdout.readline()
-                    if not line:
-                        log.seek(0)
-                        tail = log.read()[-4000:].decode(errors="replace")
-                        raise RuntimeError(f"server exited before READY: {argv!r}\n{tail}")
-                    words = line.decode(errors="replace").split()
-                    if len(words) == 2 and words[0] == "READY":
-                        break
-            yield int(words[1]), process.pid
-        finally:
-            if process.returncode is None:
-                process.terminate()
-                try:
-                    async with asyncio.timeout(STOP_TIMEOUT):
-                        await process.wait()
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
-
-
 async def client_run(
     implementation: str, host: str, settings: Settings, server_python_args: Sequence[str]
 ) -> Figures:
@@ -558,7 +526,8 @@ async def client_run(
         cert = make_certificate(Path(tmp))
         argv = [sys.executable, *server_python_args, __file__, "server", "--host", host]
         argv += ["--cert", cert.certfile, "--key", cert.keyfile]
-        async with spawn_server(argv) as (port, pid):
+        async with spawn_server_process(argv) as (port, server):
+            pid = server.pid
             config = ClientConfig(ca_certs=cert.certfile, connect_timeout=STEP_TIMEOUT)
             async with WebTransportClient(config=config) as client:
                 session = await client.connect(url=f"https://{host}:{port}{path}")
