@@ -11,10 +11,17 @@ class _KeyLogFile:
 
     Each line is appended with the file opened just for that write and closed at once, so no
     descriptor stays open per client, server or connection and nothing needs closing later.
+    Two sinks for one path are equal (the engine settings holding them compare and hash).
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _KeyLogFile) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
 
     def write(self, text: str) -> int:
         with open(self.path, "a", encoding="ascii") as f:

@@ -253,3 +253,32 @@ async def test_client_is_an_event_emitter(
         assert seen[0].data == {"url": url(server), "session": session}
         assert seen[1].data == {"url": url(server, "/nowhere"), "error": failure.value}
         assert all(e.source is client for e in seen)
+
+
+async def test_ip_literals_need_no_lookup_and_names_are_resolved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pywebtransport.client.client import _resolve
+
+    loop = asyncio.get_running_loop()
+    looked_up: list[str] = []
+    real = loop.getaddrinfo
+
+    async def getaddrinfo(host: str, *args: object, **kwargs: object) -> object:
+        looked_up.append(host)
+        return await real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    assert await _resolve(loop, "127.0.0.1", 4433) == (socket.AF_INET, ("127.0.0.1", 4433))
+    assert await _resolve(loop, "::1", 4433) == (socket.AF_INET6, ("::1", 4433, 0, 0))
+    assert looked_up == []
+    family, addr = await _resolve(loop, "localhost", 4433)
+    assert looked_up == ["localhost"]
+    assert family in (socket.AF_INET, socket.AF_INET6) and addr[1] == 4433
+
+    async def no_answer(host: str, *args: object, **kwargs: object) -> object:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(loop, "getaddrinfo", no_answer)  # no query leaves the machine
+    with pytest.raises(ConnectionError, match=r"cannot resolve unknown\.test"):
+        await _resolve(loop, "unknown.test", 4433)

@@ -202,8 +202,9 @@ async def test_cancel_after_each_server_datagram(
 ) -> None:
     """Cancel connect() right after the relay forwarded the k-th datagram from the server.
 
-    That walks the handshake packet by packet: server Initial, Handshake, 1-RTT with
-    HANDSHAKE_DONE and SETTINGS, the CONNECT response.
+    That walks the handshake packet by packet: the server's Initial and Handshake with its
+    SETTINGS (0.5-RTT), then HANDSHAKE_DONE, the CONNECT response (with aioquic, the first
+    three share one datagram).
     """
     async with (
         LossyRelay(server.local_address[:2]) as relay,
@@ -223,7 +224,7 @@ async def test_cancel_after_each_server_datagram(
                 await session.close()
                 break
             interrupted_count += 1
-        assert interrupted_count >= 3, "too few handshake datagrams to interrupt at"
+        assert interrupted_count >= 2, "too few handshake datagrams to interrupt at"
         await assert_clean(client, opened.endpoints[:before], loop_errors)
         await assert_later_connect_works(client, target)
     await opened.all_closed()

@@ -330,7 +330,7 @@ def test_invalid_settings_close_the_connection(
     pair = Pair(tmp_path)
     pair.roundtrip()
     settle(pair)
-    assert_terminated(pair, offender, code)
+    assert_terminated(pair, offender, code, in_first_flight=True)
 
 
 @pytest.mark.parametrize("offender", BOTH)

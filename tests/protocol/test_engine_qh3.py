@@ -15,16 +15,20 @@ import pytest
 
 pytest.importorskip("qh3")
 
+from qh3 import tls as qh3_tls
 from qh3._hazmat import QuicConnectionCore
 from qh3.quic.connection import QuicConnection
 from qh3.quic.tls_bridge import QuicTlsBridge
 
+from pywebtransport._engine import engine_factory
 from pywebtransport.protocol import events as ev
-from pywebtransport.protocol.engine_qh3 import Qh3Engine, _with_stream_limits
+from pywebtransport.protocol.engine_qh3 import Qh3Engine, _remembering_loader, _with_stream_limits
 from pywebtransport.protocol.errors import DatagramTooLarge
 from pywebtransport.protocol.packets import stateless_reset_token
+from pywebtransport.protocol.quic import QuicSettings
 from pywebtransport.protocol.settings import LocalLimits
 from pywebtransport.protocol.wire import H3ErrorCode
+from tests.certs import make_cert
 from tests.protocol.pair import SETTINGS, Pair
 
 QUIC_ENGINES = ("qh3",)  # qh3's engine and internals: the pairs here run on qh3
@@ -141,6 +145,48 @@ def test_canaries_for_every_qh3_internal_the_engine_touches(tmp_path: Path) -> N
         assert len(quic._core.active_path) == 6
         assert quic._core.state == "connected"
         assert quic._remote_max_datagram_frame_size == 65536
+
+
+def test_canary_qh3_verifies_certificates_with_the_store_loader_we_replace() -> None:
+    assert "load_store_and_sort" in qh3_tls.verify_certificate.__code__.co_names
+    parameters = list(inspect.signature(qh3_tls.load_store_and_sort).parameters)
+    assert parameters == ["cadata", "cafile", "capath"]
+
+
+def test_a_verifying_client_factory_installs_the_remembering_store_loader(tmp_path: Path) -> None:
+    bundle = make_cert(tmp_path)
+    settings = QuicSettings(is_client=True, ca_file=str(bundle.certfile))
+    engine_factory("qh3", settings)
+    installed = qh3_tls.load_store_and_sort
+    assert getattr(installed, "remembers_stores", False)
+    engine_factory("qh3", settings)
+    assert qh3_tls.load_store_and_sort is installed  # once per process, not wrapped again
+
+
+def test_a_ca_store_is_read_once_until_its_file_changes(tmp_path: Path) -> None:
+    calls: list[str | None] = []
+
+    def load(
+        cadata: bytes | None = None, cafile: str | None = None, capath: str | None = None
+    ) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        calls.append(cafile)
+        assert cafile is not None
+        return [Path(cafile).read_bytes()], [], []
+
+    loader = _remembering_loader(load, lambda: (None, None))
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(b"first")
+    first = loader(cafile=str(ca))
+    first[0].append(b"changed by a caller")
+    assert loader(cafile=str(ca)) == ([b"first"], [], [])  # a copy each time
+    assert calls == [str(ca)]
+    ca.write_bytes(b"second, longer")
+    assert loader(cafile=str(ca)) == ([b"second, longer"], [], [])
+    assert len(calls) == 2
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(FileNotFoundError):  # what qh3's own loader raises, uncached
+        loader(cafile=missing)
+    assert calls[-1] == missing
 
 
 def test_the_core_is_built_with_our_stream_limits_and_reset_token(tmp_path: Path) -> None:

@@ -57,8 +57,10 @@ async def test_a_flood_of_spoofed_initials_turns_retry_on(
             flood.close()
         # 64 half-open handshakes turned Retry on: the other 36 got a Retry, no state.
         assert server.stats["connections_accepted"] == 1 + 64 + 1
-        # ... and so did the real client (each datagram of its first flight)
-        assert server.stats["retries_sent"] == 36 + FIRST_FLIGHT[quic_engine]
+        # ... and so did the real client: each datagram of its first flight, and once more for
+        # an Initial it sent again because the server, busy with the flood, answered late.
+        to_client = server.stats["retries_sent"] - 36
+        assert FIRST_FLIGHT[quic_engine] <= to_client <= 2 * FIRST_FLIGHT[quic_engine]
         await echo_ok(second)
         await echo_ok(session)
 

@@ -6,6 +6,7 @@ import asyncio
 import builtins
 import contextlib
 import hashlib
+import ipaddress
 import logging
 import socket
 import ssl
@@ -13,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._engine import client_settings, engine_factory
+from .._engine import cached_engine_factory, client_settings
 from ..config import ClientConfig
 from ..connection import WebTransportConnection
 from ..events import EventEmitter, EventType
@@ -286,18 +287,14 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
         holder: list[WebTransportConnection],
     ) -> WebTransportSession:
         loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_DGRAM)
-        except OSError as exc:
-            raise ConnectionError(f"cannot resolve {target.host}: {exc}") from None
-        family, _, _, _, addr = infos[0]
+        family, addr = await _resolve(loop, target.host, target.port)
         try:
             sock = open_udp_socket(remote=addr, family=family)
         except OSError as exc:
             raise ConnectionError(f"cannot reach {target.authority}: {exc}") from None
         cfg = self._config
         protocol = WebTransportProtocol(
-            engine_factory(cfg.engine, self._quic_settings(target.host)).create(),
+            cached_engine_factory(cfg.engine, self._quic_settings(target.host)).create(),
             limits=LocalLimits(
                 initial_max_data=cfg.connection_receive_window,
                 initial_max_streams_bidi=cfg.max_incoming_streams,
@@ -440,3 +437,30 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
         if self._config.verify_mode == ssl.CERT_NONE and not self._config.server_certificate_hashes:
             issues.append("TLS certificate verification is disabled")
         return issues
+
+
+async def _resolve(
+    loop: asyncio.AbstractEventLoop, host: str, port: int
+) -> tuple[int, tuple[Any, ...]]:
+    """The address family and socket address of ``host``.
+
+    An IP literal needs no lookup (``getaddrinfo`` would cost a round trip to the executor's
+    thread on every connect); names are resolved, and the first answer is used.
+
+    Raises:
+        ConnectionError: the name does not resolve.
+    """
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None and not getattr(literal, "scope_id", None):
+        if literal.version == 4:
+            return socket.AF_INET, (host, port)
+        return socket.AF_INET6, (host, port, 0, 0)
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise ConnectionError(f"cannot resolve {host}: {exc}") from None
+    family, _, _, _, addr = infos[0]
+    return family, addr

@@ -106,6 +106,19 @@ class _CreditedConnection(QuicConnection):
             self._remote_active_connection_id_limit = limit
         self._derive_reset_tokens([issued for issued in self._host_cids if not issued.was_sent])
 
+    def _parse_transport_parameters(  # aioquic internals: reads the peer's parameters
+        self, data: bytes, from_session_ticket: bool = False
+    ) -> None:
+        super()._parse_transport_parameters(data, from_session_ticket)
+        if not self._is_client and not from_session_ticket:
+            # Streams opened before the ClientHello arrived (the HTTP/3 control and QPACK
+            # streams) wait in aioquic until the handshake completes. Their limits are known
+            # now, so they may go as 0.5-RTT data (RFC 9001 section 4.1.1): the client then
+            # has our SETTINGS with the handshake and can send its request one round trip
+            # sooner.
+            self._unblock_streams(is_unidirectional=False)  # aioquic internals
+            self._unblock_streams(is_unidirectional=True)
+
     def _derive_reset_tokens(self, issued: list[Any]) -> None:
         """Derive the tokens of new CIDs from the key, so a restarted server knows them too."""
         key = self.reset_key

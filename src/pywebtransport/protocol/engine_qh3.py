@@ -57,6 +57,11 @@ Connection-ID control: the engine announces every ID qh3 issues or retires
 peer (``active_connection_id_limit``); how many qh3 issues itself follows the peer's limit (up to
 8), which nothing public caps.
 
+Certificate verification: given by qh3, which reads and sorts the trusted CA certificates again
+for every certificate it checks (about 100 ms per connection with the system store). The
+engine remembers the stores it read (:func:`remember_trust_stores`), keyed by the files'
+size, modification time and inode, so a connection costs what the check itself costs.
+
 Also given: certificate pinning (:meth:`Qh3Engine.peer_certificate_der`, from qh3's public
 ``get_peercert``) and :meth:`Qh3Engine.smoothed_rtt` (the core's estimate). Handshake-buffer
 trimming has nothing to do: qh3's core discards the Initial and Handshake state itself.
@@ -76,10 +81,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
+from qh3 import tls as qh3_tls
 from qh3._hazmat import QuicConnectionCore
 from qh3.quic import events as qe
 from qh3.quic.configuration import QuicConfiguration
@@ -109,10 +115,11 @@ from .quic import (
     EngineStreamReset,
     EngineTerminated,
     QuicSettings,
+    file_stamp,
 )
 from .wire import H3ErrorCode
 
-__all__ = ["Qh3Engine", "Qh3Factory", "qh3_configuration"]
+__all__ = ["Qh3Engine", "Qh3Factory", "qh3_configuration", "remember_trust_stores"]
 
 logger = logging.getLogger(__name__)
 
@@ -847,3 +854,59 @@ class Qh3Factory:
             max_streams_uni=settings.max_streams_uni,
             stateless_reset_key=stateless_reset_key,
         )
+
+
+_Store = tuple[list[bytes], list[bytes], list[bytes]]
+_TRUST_STORES = 8
+"""CA stores remembered (least recently used dropped); one per CA file a process trusts."""
+
+
+def remember_trust_stores(default_files: Callable[[], tuple[str | None, str | None]]) -> None:
+    """Make qh3 read each CA store once instead of for every certificate it verifies.
+
+    qh3's certificate check (``qh3.tls.verify_certificate``) calls the module's
+    ``load_store_and_sort`` each time, which parses every PEM certificate of the store and
+    sorts them (about 100 ms for the system store of 144 certificates). The function is
+    replaced, once per process, by :func:`_remembering_loader` around it. ``default_files``
+    names the system store's file and directory (``ssl.get_default_verify_paths()``).
+    """
+    current = qh3_tls.load_store_and_sort  # qh3 internals: verify_certificate's store loader
+    if not getattr(current, "remembers_stores", False):
+        qh3_tls.load_store_and_sort = _remembering_loader(current, default_files)
+
+
+def _remembering_loader(
+    load: Callable[..., _Store], default_files: Callable[[], tuple[str | None, str | None]]
+) -> Callable[..., _Store]:
+    """``load`` (qh3's ``load_store_and_sort``) with its results remembered.
+
+    The key is (cadata, cafile, capath) and the size, modification time and inode of the files
+    read (``default_files()`` when none is named), so a rewritten file is read again; callers
+    get copies. Anything that cannot be examined is loaded as before, uncached.
+    """
+    stores: OrderedDict[tuple[object, ...], _Store] = OrderedDict()
+
+    def load_store_and_sort(
+        cadata: bytes | None = None, cafile: str | None = None, capath: str | None = None
+    ) -> _Store:
+        files: tuple[str | None, str | None]
+        if cadata is None and cafile is None and capath is None:
+            files = default_files()
+        else:
+            files = (cafile or None, capath or None)
+        try:
+            key = (cadata, cafile, capath, *(file_stamp(path) for path in files))
+        except OSError:
+            return load(cadata=cadata, cafile=cafile, capath=capath)
+        store = stores.get(key)
+        if store is None:
+            store = stores[key] = load(cadata=cadata, cafile=cafile, capath=capath)
+            if len(stores) > _TRUST_STORES:
+                stores.popitem(last=False)
+        else:
+            stores.move_to_end(key)
+        anchors, intermediates, others = store
+        return list(anchors), list(intermediates), list(others)
+
+    load_store_and_sort.remembers_stores = True  # type: ignore[attr-defined]
+    return load_store_and_sort

@@ -11,6 +11,7 @@ negotiation) are in ``packets.py``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -182,3 +183,17 @@ class EngineFactory(Protocol):
             stateless_reset_key: server: the secret its stateless-reset tokens are derived from.
         """
         ...
+
+
+def file_stamp(path: str | None) -> tuple[int, int, int] | None:
+    """Size, modification time and inode of ``path`` (None for None): a rewrite changes it.
+
+    For caches of what engines read from certificate, key and CA files.
+
+    Raises:
+        OSError: ``path`` cannot be examined.
+    """
+    if path is None:
+        return None
+    status = os.stat(path)
+    return (status.st_size, status.st_mtime_ns, status.st_ino)
