@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from aioquic import tls
 
-from pywebtransport.protocol.engine_aioquic import _SharedFrameHandlers
+from pywebtransport.protocol.engine_aioquic import _SPENT_KEYS, _SharedFrameHandlers
 from tests.protocol.pair import Pair
 
 QUIC_ENGINES = ("aioquic",)  # aioquic's internals: the pairs here run on aioquic only
@@ -32,6 +32,12 @@ def test_an_idle_connection_keeps_no_handshake_state(tmp_path: Path) -> None:
         assert len(quic._host_cids) <= 2 and len(quic._peer_cid_available) <= 1
         # QPACK: no decoder is held while nothing arrives on the peer's encoder stream.
         assert core._codec._stream_decoder is None
+        # The key pairs of every epoch but 1-RTT are one shared empty pair.
+        for epoch in (tls.Epoch.INITIAL, tls.Epoch.ZERO_RTT, tls.Epoch.HANDSHAKE):
+            assert quic._cryptos[epoch] is _SPENT_KEYS
+        assert all(pair is _SPENT_KEYS for pair in quic._cryptos_initial.values())
+        assert quic._cryptos[tls.Epoch.ONE_RTT].send.is_valid()
+        assert not (_SPENT_KEYS.send.is_valid() or _SPENT_KEYS.recv.is_valid())
 
 
 def test_frame_handlers_are_shared_between_connections(tmp_path: Path) -> None:
@@ -65,6 +71,8 @@ CONNECTION_INTERNALS = {
     "_spaces": (),
     "_crypto_buffers": (),
     "_crypto_streams": (),
+    "_cryptos": (),
+    "_cryptos_initial": (),
     "_datagrams_pending": (),
     "_peer_cid": ("cid", "stateless_reset_token"),
     "_peer_cid_available": (),
@@ -78,6 +86,8 @@ CONNECTION_METHODS = (
     "_write_connection_limits",
     "_on_max_stream_data_delivery",
     "_on_connection_limit_delivery",
+    "_parse_transport_parameters",
+    "_unblock_streams",
 )
 
 

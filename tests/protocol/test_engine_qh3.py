@@ -22,7 +22,12 @@ from qh3.quic.tls_bridge import QuicTlsBridge
 
 from pywebtransport._engine import engine_factory
 from pywebtransport.protocol import events as ev
-from pywebtransport.protocol.engine_qh3 import Qh3Engine, _remembering_loader, _with_stream_limits
+from pywebtransport.protocol.engine_qh3 import (
+    _KEY_EXCHANGE_ATTRIBUTES,
+    Qh3Engine,
+    _remembering_loader,
+    _with_stream_limits,
+)
 from pywebtransport.protocol.errors import DatagramTooLarge
 from pywebtransport.protocol.packets import stateless_reset_token
 from pywebtransport.protocol.quic import QuicSettings
@@ -145,6 +150,18 @@ def test_canaries_for_every_qh3_internal_the_engine_touches(tmp_path: Path) -> N
         assert len(quic._core.active_path) == 6
         assert quic._core.state == "connected"
         assert quic._remote_max_datagram_frame_size == 65536
+
+
+def test_no_key_exchange_secret_outlives_the_handshake(tmp_path: Path) -> None:
+    pair = Pair(tmp_path)
+    pair.open_session()
+    for protocol in (pair.client, pair.server):
+        bridge = engine(protocol)._quic._tls
+        assert bridge is not None
+        for name in _KEY_EXCHANGE_ATTRIBUTES:
+            assert hasattr(bridge.tls, name), f"qh3's TLS context lost {name}"
+            assert getattr(bridge.tls, name) is None, name
+    assert engine(pair.server)._quic._tls.tls.alpn_negotiated == "h3"  # type: ignore[union-attr]
 
 
 def test_canary_qh3_verifies_certificates_with_the_store_loader_we_replace() -> None:

@@ -16,6 +16,7 @@ from aioquic._buffer import Buffer  # aioquic.buffer re-exports it untyped
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType
 
 from .packets import stateless_reset_token
@@ -44,6 +45,8 @@ _CONNECTION_LIMIT_CAPACITY = 1 + 8  # frame type, maximum
 #: Connection IDs each side keeps for the other (aioquic: 8). Two (RFC 9000's minimum) allow a
 #: migration; each further one costs memory (and a route entry on a server) per connection.
 _ACTIVE_CONNECTION_IDS = 2
+#: What replaces a connection's key pairs for epochs it is done with (never set up; shared).
+_SPENT_KEYS = CryptoPair()
 
 
 class _CreditedConnection(QuicConnection):
@@ -342,6 +345,17 @@ class AioquicEngine:
             # post-handshake authentication); a client may receive a session ticket, for which
             # 4 KiB keeps a wide margin.
             buffers[tls.Epoch.ONE_RTT] = Buffer(capacity=4096 if quic._is_client else 64)
+            # The torn-down key pairs of those epochs (and of 0-RTT, and the Initial pairs
+            # aioquic derived for every version it supports) each keep two contexts and four
+            # logging callbacks: about 4 KiB per connection that nothing reads any more.
+            cryptos = quic._cryptos  # aioquic internals
+            for epoch in (*epochs, tls.Epoch.ZERO_RTT):
+                if epoch in cryptos and _spent(cryptos[epoch]):
+                    cryptos[epoch] = _SPENT_KEYS
+            initial = quic._cryptos_initial  # aioquic internals
+            for version, pair in initial.items():
+                if _spent(pair):
+                    initial[version] = _SPENT_KEYS
             self._trim_pending = False
 
     def get_timer(self) -> float | None:
@@ -531,6 +545,11 @@ class AioquicEngine:
                 c.stateless_reset_token for c in (peer_cid, *available) if c.stateless_reset_token
             )
         return data[-16:] in self._reset_tokens
+
+
+def _spent(pair: CryptoPair) -> bool:
+    """True when neither direction of ``pair`` holds a key (never set up, or torn down)."""
+    return not (pair.recv.is_valid() or pair.send.is_valid())
 
 
 def aioquic_configuration(settings: QuicSettings) -> QuicConfiguration:
