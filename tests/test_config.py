@@ -60,6 +60,8 @@ def test_client_validation_names_the_field(kwargs: dict[str, object], field: str
         ({"stateless_reset_key": b"short"}, "stateless_reset_key"),
         ({"retry": "sometimes"}, "retry"),
         ({"handshake_timeout": 0}, "handshake_timeout"),
+        ({"request_timeout": 0}, "request_timeout"),
+        ({"no_session_timeout": -1}, "no_session_timeout"),
         ({"stateless_reset_key": "a string, not bytes"}, "stateless_reset_key"),
         ({"broker_url": "amqp://127.0.0.1"}, "broker_url"),
         ({"broker_url": 6379}, "broker_url"),

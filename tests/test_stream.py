@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from pywebtransport import ClientConfig, WebTransportClient, WebTransportServer
 from tests.conftest import T, url
 
@@ -54,3 +56,30 @@ async def test_datagrams_are_async_iterable(
         await session.close()
         rest = [data async for data in session.datagrams]  # ends when the session has ended
         assert rest in ([], [b"last"])
+
+
+async def test_an_out_of_range_stop_code_leaves_the_stream_as_it_was(
+    server: WebTransportServer, client_config: ClientConfig
+) -> None:
+    async with asyncio.timeout(4 * T), WebTransportClient(config=client_config) as client:
+        session = await client.connect(url=url(server, "/echo"))
+        stream = await session.create_bidirectional_stream()
+        with pytest.raises(ValueError):
+            await stream.stop(code=1 << 32)
+        await stream.write(b"still open", end_stream=True)
+        assert await stream.read_all() == b"still open"  # the receiving side still reads
+        await stream.wait_closed()
+
+
+async def test_an_out_of_range_abort_code_leaves_the_stream_as_it_was(
+    server: WebTransportServer, client_config: ClientConfig
+) -> None:
+    async with asyncio.timeout(4 * T), WebTransportClient(config=client_config) as client:
+        session = await client.connect(url=url(server, "/echo"))
+        stream = await session.create_bidirectional_stream()
+        with pytest.raises(ValueError):
+            await stream.abort(code=-1)
+        await stream.write(b"still open")
+        await stream.close()  # a FIN goes out: the sending side was not half-aborted
+        await stream.wait_closed()
+        assert await stream.read_all() == b"still open"

@@ -255,6 +255,11 @@ class ServerConfig(_ConfigBase):
             DRAIN capsules and GOAWAY are sent, then every session is closed at once).
         handshake_timeout: seconds a new connection may take to finish its QUIC handshake;
             one that has not is dropped (the state a spoofed or stalled client leaves).
+        request_timeout: seconds a request stream may take, from its first byte, to deliver
+            its whole HEADERS frame; a late one is answered 408 (a slow client holding requests
+            open).
+        no_session_timeout: seconds a connection may carry no session (after its handshake,
+            or since its last session ended) before the server closes it (H3_NO_ERROR).
         retry: when new clients must prove their address with a Retry round trip (RFC 9000
             8.1.2) before the server keeps any state for them: ``"auto"`` (only while 64 or
             more handshakes are in progress, as under a flood of spoofed Initials), ``"always"``
@@ -293,6 +298,8 @@ class ServerConfig(_ConfigBase):
     protocols: list[str] = field(default_factory=list)
     shutdown_grace: float = 0.0
     handshake_timeout: float = 10.0
+    request_timeout: float = 60.0
+    no_session_timeout: float = 60.0
     retry: str = "auto"
     stateless_reset_key: bytes | None = None
     broker_url: str | None = None
@@ -340,6 +347,8 @@ class ServerConfig(_ConfigBase):
             "max_header_size",
             "session_accept_timeout",
             "handshake_timeout",
+            "request_timeout",
+            "no_session_timeout",
         )
         _check_udp_payload(self.max_datagram_size)
         _check_idle_timeout(self.idle_timeout)

@@ -276,6 +276,16 @@ class WebTransportConnection:
         if not self.close_sent.done():
             self.close_sent.set_result(None)
 
+    def abandon(self, reason: str) -> None:
+        """End the connection here without telling the peer: nothing more is sent.
+
+        For a handshake that never finished. Before a client's address is validated a server
+        may send it at most three times the bytes it received (RFC 9000 section 8.1), and a
+        silent or spoofed client has had all of that in retransmissions by then; a
+        CONNECTION_CLOSE would go over. The peer times out as it would for any lost server.
+        """
+        self._terminate(ConnectionError(f"connection abandoned: {reason}"), silent=True)
+
     async def wait_closed(self) -> None:
         """Wait until the connection has terminated."""
         await asyncio.shield(self.closed)
@@ -356,13 +366,21 @@ class WebTransportConnection:
             self._on_event(self, event)
 
     def _terminate(
-        self, exc: ConnectionError, event: ev.ConnectionTerminated | None = None
+        self,
+        exc: ConnectionError,
+        event: ev.ConnectionTerminated | None = None,
+        *,
+        silent: bool = False,
     ) -> None:
-        """The connection is gone: every session, stream and waiter learns it now."""
+        """The connection is gone: every session, stream and waiter learns it now.
+
+        ``silent``: the engine is not asked to close either (nothing is ever sent again: the
+        connection's timers are cancelled here and its owner forgets it).
+        """
         if self.closed.done():
             return
         self.close_error = exc
-        if event is None:
+        if event is None and not silent:
             self.protocol.close(code=0x100, reason="")
         for handle in (self._timer, self._keep_alive, self._liveness, self._close_linger):
             if handle is not None:

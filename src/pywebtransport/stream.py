@@ -328,8 +328,9 @@ class WebTransportReceiveStream(_StreamBase):
         """Tell the peer to stop sending (STOP_SENDING with a 32-bit application code)."""
         if self._stopped or self._eof or self._read_error is not None:
             return
-        self._stopped = self._released = True  # stopping releases the receiving side
+        # The core checks the code (ValueError) before anything changes here.
         self._conn.protocol.stop_stream(self._stream_id, code=code)
+        self._stopped = self._released = True  # stopping releases the receiving side
         self._conn.schedule_transmit()
         self._receive_done()
         self._wake_reader()
@@ -463,8 +464,9 @@ class WebTransportSendStream(_StreamBase):
         """End the stream abruptly (RESET_STREAM with a 32-bit application code)."""
         if self._send_closed:
             return
-        self._send_closed = True
+        # The core checks the code (ValueError) before anything changes here.
         self._conn.protocol.reset_stream(self._stream_id, code=code)
+        self._send_closed = True
         self._conn.schedule_transmit()
         self._fail_write(StreamError(f"stream {self._stream_id} was aborted", error_code=code))
 

@@ -92,3 +92,17 @@ async def test_max_connections_limit(cert: CertBundle, client_config: ClientConf
         await echo_ok(second, b"two again")
         assert len(server.connections) == 2
         assert server.stats["connections_accepted"] == 3
+
+
+async def test_request_and_no_session_timeouts_reach_every_connection(
+    cert: CertBundle, client_config: ClientConfig
+) -> None:
+    async with (
+        asyncio.timeout(2 * T),
+        serving(build_app(cert, request_timeout=7.0, no_session_timeout=8.0)) as server,
+        WebTransportClient(config=client_config) as client,
+    ):
+        session = await client.connect(url=url(server))
+        (conn,) = server.connections
+        assert (conn.protocol.request_timeout, conn.protocol.no_session_timeout) == (7.0, 8.0)
+        await echo_ok(session)

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
+import ssl
+import time
+
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
 
 from pywebtransport import ClientConfig, WebTransportClient
 from tests.certs import CertBundle
@@ -86,3 +92,39 @@ async def test_handshakes_that_never_finish_are_dropped(
         assert server.stats["handshakes_timed_out"] == 3
         assert server.stats["connections_active"] == 1
         await echo_ok(session)
+
+
+async def test_a_silent_client_gets_no_more_than_three_times_what_it_sent(
+    cert: CertBundle, quic_engine: str
+) -> None:
+    """RFC 9000 section 8.1: before its address is validated, a client may be sent at most three
+    times the bytes it sent. A handshake that times out is dropped without a CONNECTION_CLOSE,
+    which would go over that budget once the retransmissions have spent it."""
+    async with (
+        serving(build_app(cert, handshake_timeout=1.0, retry="never")) as server,
+        asyncio.timeout(T),
+    ):
+        target = server.local_address[:2]
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        silent.setblocking(False)
+        try:
+            silent.connect(target)
+            configuration = QuicConfiguration(is_client=True, alpn_protocols=["h3"])
+            configuration.verify_mode = ssl.CERT_NONE
+            quic = QuicConnection(configuration=configuration)
+            quic.connect(target, now=time.monotonic())
+            sent = 0
+            for data, _ in quic.datagrams_to_send(now=time.monotonic()):
+                silent.send(data)
+                sent += len(data)
+            # The server's first answer: the connection exists from now on.
+            received = len(await asyncio.get_running_loop().sock_recv(silent, 65535))
+            (half_open,) = [c for c in server.connections if not c.handshake_done.done()]
+            await half_open.wait_closed()  # the handshake expired (and said whatever it says)
+            assert server.stats["handshakes_timed_out"] == 1
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    received += len(silent.recv(65535))
+        finally:
+            silent.close()
+        assert received <= 3 * sent

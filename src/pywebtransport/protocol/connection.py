@@ -155,6 +155,12 @@ class WebTransportProtocol:
         stream_send_buffer: unacknowledged bytes one stream may have queued in the engine.
         max_pending_datagrams: datagrams queued for sending (congestion control may hold them);
             beyond it the oldest are dropped, as a full network queue would.
+        request_timeout: server: seconds a peer's request stream may take, from its first
+            byte, to deliver its whole HEADERS frame; a late one is answered 408 (Request
+            Timeout) and the rest of it refused. None: no deadline.
+        no_session_timeout: server: seconds the connection may carry no session (from its
+            first packet, or since its last session ended) before it is closed with
+            H3_NO_ERROR. None: no limit.
     """
 
     def __init__(
@@ -167,6 +173,8 @@ class WebTransportProtocol:
         early_timeout: float = 5.0,
         stream_send_buffer: int = 1024 * 1024,
         max_pending_datagrams: int = 1024,
+        request_timeout: float | None = None,
+        no_session_timeout: float | None = None,
     ) -> None:
         self.engine = engine
         self.is_client = engine.is_client
@@ -191,6 +199,12 @@ class WebTransportProtocol:
         self._unknown_early: dict[int, list[int]] = {}  # session id -> waiting stream ids
         self._early_count = 0
         self._held_requests: list[tuple[int, ev.Headers]] = []  # requests before SETTINGS
+        self.request_timeout = None if engine.is_client else request_timeout
+        self.no_session_timeout = None if engine.is_client else no_session_timeout
+        # Request streams whose HEADERS have not arrived -> their deadline (in insertion order,
+        # which is deadline order: one timeout for all).
+        self._request_deadlines: dict[int, float] = {}
+        self._sessionless_since: float | None = None  # when the last session went (server)
         self._codec = HeaderCodec()
         self._init_local_streams()
 
@@ -222,11 +236,12 @@ class WebTransportProtocol:
 
     def get_timer(self) -> float | None:
         """The next time :meth:`handle_timer` must run, or None."""
-        timer = self.engine.get_timer()
-        early = self._early_deadline()
-        if early is not None and (timer is None or early < timer):
-            return early
-        return timer
+        deadlines = [
+            t
+            for t in (self.engine.get_timer(), self._early_deadline(), self._request_deadline())
+            if t is not None
+        ]
+        return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
         """Run timers due at ``now``."""
@@ -234,7 +249,14 @@ class WebTransportProtocol:
         if engine_timer is not None and engine_timer <= now:
             self.engine.handle_timer(now)
         self._expire_early(now)
+        self._expire_requests(now)
         self._process_engine_events(now)
+        since = self._sessionless_since
+        timeout = self.no_session_timeout
+        if since is not None and timeout is not None and since + timeout <= now:
+            self._sessionless_since = None
+            self.close(code=H3ErrorCode.H3_NO_ERROR, reason=f"no session for {timeout:g} s")
+            self._process_engine_events(now)
 
     def pop_events(self) -> list[ev.ProtocolEvent]:
         """Events produced since the last call, oldest first."""
@@ -606,6 +628,11 @@ class WebTransportProtocol:
                 self._dispatch(event, now)
             except ProtocolViolation as exc:
                 self._violation(exc, getattr(event, "stream_id", None))
+        if self.no_session_timeout is not None:
+            if self._sessions or self.terminated:
+                self._sessionless_since = None
+            elif self._sessionless_since is None:
+                self._sessionless_since = now
 
     def _dispatch(self, event: EngineEvent, now: float) -> None:
         if isinstance(event, EngineStreamData):
@@ -677,6 +704,8 @@ class WebTransportProtocol:
             return
         if stream is None:
             stream = self._new_peer_stream(stream_id)
+            if self.request_timeout is not None and not stream_id & 2 and stream_id & 1 == 0:
+                self._request_deadlines[stream_id] = now + self.request_timeout
         if stream.kind is _Kind.UNKNOWN:
             self._classify(stream_id, stream, data, fin, now)
             return
@@ -706,7 +735,12 @@ class WebTransportProtocol:
             else:
                 session_id = -1
         except NeedMoreData:
-            if fin:
+            if fin and not stream.unidir:
+                # A request stream whose first frame is cut short (RFC 9114 section 7.1).
+                raise ProtocolViolation(
+                    H3ErrorCode.H3_FRAME_ERROR, "request stream ended inside a frame"
+                ) from None
+            if fin:  # RFC 9114 6.2: a unidirectional stream may end before its type
                 stream.kind = _Kind.IGNORED
                 self._forget(stream_id)
                 return
@@ -718,6 +752,7 @@ class WebTransportProtocol:
             return
         stream.buf = b""
         if session_id >= 0:
+            self._request_deadlines.pop(stream_id, None)
             stream.kind = _Kind.WEBTRANSPORT
             # Receive credit follows what the application reads (the header is read already).
             self.engine.track_consumption(stream_id, pos)
@@ -868,6 +903,7 @@ class WebTransportProtocol:
             self._on_request_fin(stream_id, stream)
 
     def _on_request_frame_headers(self, stream_id: int, stream: _Stream, payload: bytes) -> None:
+        self._request_deadlines.pop(stream_id, None)
         headers, control = self._codec.decode(stream_id, payload)
         if control:
             self.engine.send_stream_data(self._decoder_stream, control)
@@ -902,8 +938,9 @@ class WebTransportProtocol:
     def _on_request_fin(self, stream_id: int, stream: _Stream) -> None:
         session = stream.session
         if not stream.reader or not stream.reader.at_boundary:
+            # RFC 9114 section 7.1: a truncated last frame is a connection error.
             raise ProtocolViolation(
-                H3ErrorCode.H3_FRAME_ERROR, "stream ended inside a frame", scope=Scope.STREAM
+                H3ErrorCode.H3_FRAME_ERROR, "request stream ended inside a frame"
             )
         if session is None:
             self._forget(stream_id)
@@ -1227,6 +1264,7 @@ class WebTransportProtocol:
 
     def _forget(self, stream_id: int) -> None:
         self.engine.untrack_consumption(stream_id)
+        self._request_deadlines.pop(stream_id, None)
         stream = self._streams.pop(stream_id, None)
         if stream is None:
             return
@@ -1360,6 +1398,28 @@ class WebTransportProtocol:
                 session.streams.discard(sid)
             self._refuse(sid, H3ErrorCode.WT_BUFFERED_STREAM_REJECTED)
             self._forget(sid)
+
+    def _request_deadline(self) -> float | None:
+        return next(iter(self._request_deadlines.values()), None)
+
+    def _expire_requests(self, now: float) -> None:
+        """Answer 408 on request streams whose HEADERS did not arrive in ``request_timeout``.
+
+        RFC 9114 4.1.2: a server may answer before the whole request arrived, stop reading
+        (STOP_SENDING with H3_NO_ERROR) and end its side cleanly. What still arrives on the
+        stream is ignored until it ends.
+        """
+        while self._request_deadlines:
+            stream_id, deadline = next(iter(self._request_deadlines.items()))
+            if deadline > now:
+                return
+            del self._request_deadlines[stream_id]
+            stream = self._streams.get(stream_id)
+            if stream is None:
+                continue
+            self._send_headers(stream_id, [(b":status", b"408")], fin=True)
+            self.engine.stop_stream(stream_id, H3ErrorCode.H3_NO_ERROR)
+            self._ignore(stream_id, stream)
 
     def _drop_early(self, stream_id: int, stream: _Stream) -> None:
         """Take a stream out of the early bookkeeping (it stopped waiting for its session).

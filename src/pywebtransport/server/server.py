@@ -419,6 +419,8 @@ class WebTransportServer:
             max_early_streams=cfg.max_early_streams,
             stream_send_buffer=cfg.stream_buffer_size,
             max_pending_datagrams=cfg.datagram_queue_size,
+            request_timeout=cfg.request_timeout,
+            no_session_timeout=cfg.no_session_timeout,
         )
         transport = self._transport
         assert transport is not None
@@ -448,11 +450,12 @@ class WebTransportServer:
         return conn
 
     def _handshake_expired(self, conn: WebTransportConnection) -> None:
-        """A handshake that did not finish in time (a spoofed or stuck client) is dropped."""
+        """A handshake that did not finish in time (a spoofed or stuck client) is dropped,
+        silently: a CONNECTION_CLOSE could exceed what an unvalidated address may be sent."""
         if conn.handshake_done.done() or conn.closed.done():
             return
         self._stats.handshakes_timed_out += 1
-        conn.close(code=0x0, reason="handshake timeout")
+        conn.abandon("handshake timeout")
 
     def _forget_connection(self, conn: WebTransportConnection) -> None:
         self._handshaking.discard(conn)
