@@ -12,16 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .exceptions import ConnectionError, HandshakeError
 from .protocol import WebTransportProtocol
 from .protocol import events as ev
+from .protocol.wire import H3ErrorCode
 from .session import WebTransportSession
-from .stream import WebTransportReceiveStream, WebTransportSendStream, WebTransportStream
-
-if TYPE_CHECKING:
-    from .session import AnyStream
+from .stream import AnyStream, WebTransportReceiveStream, WebTransportSendStream
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +260,7 @@ class WebTransportConnection:
         """Route core events for ``stream_id`` to ``stream``."""
         self._streams[stream_id] = stream
 
-    def close(self, *, code: int = 0x100, reason: str = "") -> None:
+    def close(self, *, code: int = H3ErrorCode.H3_NO_ERROR, reason: str = "") -> None:
         """Close the QUIC connection (CONNECTION_CLOSE), after sending what is queued."""
         if self.closed.done():
             return
@@ -381,7 +379,7 @@ class WebTransportConnection:
             return
         self.close_error = exc
         if event is None and not silent:
-            self.protocol.close(code=0x100, reason="")
+            self.protocol.close(code=H3ErrorCode.H3_NO_ERROR, reason="")
         for handle in (self._timer, self._keep_alive, self._liveness, self._close_linger):
             if handle is not None:
                 handle.cancel()
@@ -408,4 +406,4 @@ class WebTransportConnection:
         return not self._sessions
 
 
-__all__ = ["WebTransportConnection", "WebTransportStream"]
+__all__ = ["WebTransportConnection"]

@@ -22,7 +22,7 @@ from .events import EventEmitter, EventType
 from .exceptions import FlowControlError, SessionError, StreamError, TimeoutError
 from .protocol import CreditExhausted, ProtocolUsageError
 from .protocol.subprotocol import PROTOCOL, chosen_protocol, encode_protocol
-from .stream import WebTransportReceiveStream, WebTransportSendStream, WebTransportStream
+from .stream import AnyStream, WebTransportReceiveStream, WebTransportSendStream, WebTransportStream
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-AnyStream = WebTransportStream | WebTransportReceiveStream | WebTransportSendStream
 IncomingStream = WebTransportStream | WebTransportReceiveStream
 
 

@@ -27,6 +27,7 @@ from ..exceptions import (
 from ..protocol import LocalLimits, ProtocolUsageError, WebTransportProtocol
 from ..protocol.quic import QuicSettings
 from ..protocol.subprotocol import AVAILABLE_PROTOCOLS, encode_protocol_list, offered_protocols
+from ..protocol.wire import CRYPTO_ERROR, TLS_BAD_CERTIFICATE, H3ErrorCode
 from ..session import WebTransportSession
 from ..udp import Batch, UdpEndpoint, open_udp_socket
 from ._lifecycle import AsyncLifecycle
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 URL = str
 Headers = dict[str, str]
-_CRYPTO_ERROR_FIRST, _CRYPTO_ERROR_LAST = 0x100, 0x1FF
+_CRYPTO_ERROR_FIRST, _CRYPTO_ERROR_LAST = CRYPTO_ERROR, CRYPTO_ERROR + 0xFF
 #: Longest close() waits for its connections to see their close capsules acknowledged.
 _CLOSE_WAIT = 2.0
 
@@ -272,7 +273,7 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
         self._stats.record(ok=False, elapsed=0.0)
         self._last_error = reason
         for conn in holder:
-            conn.close(code=0x10C, reason="connect failed")  # H3_REQUEST_CANCELLED
+            conn.close(code=H3ErrorCode.H3_REQUEST_CANCELLED, reason="connect failed")
         if error is not None:  # (a cancelled connect is not a failure worth an event)
             self.emit(EventType.CONNECTION_FAILED, {"url": url, "error": error})
 
@@ -357,7 +358,9 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
             der = conn.protocol.engine.peer_certificate_der()
             digest = hashlib.sha256(der).digest() if der else b""
             if digest not in pins:
-                conn.close(code=0x12A, reason="certificate hash mismatch")  # bad_certificate
+                conn.close(
+                    code=CRYPTO_ERROR + TLS_BAD_CERTIFICATE, reason="certificate hash mismatch"
+                )
                 raise CertificateError(
                     f"server certificate SHA-256 {digest.hex()} is not among the pinned hashes"
                 )

@@ -21,7 +21,7 @@ from .codec import encode_capsule, encode_varint
 from .errors import Scope
 from .events import ProtocolEvent
 from .tlv import TLVReader
-from .wire import CapsuleType, Dialect
+from .wire import CapsuleType, Dialect, H3ErrorCode
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class SessionState:
         self.capsules = TLVReader(
             is_buffered=_CAPSULES_READ_WHOLE.__contains__,
             max_buffered=4 + 1024 + 16,
-            too_large_code=0x10E,  # H3_MESSAGE_ERROR: a malformed capsule is a malformed message
+            too_large_code=H3ErrorCode.H3_MESSAGE_ERROR,  # a malformed capsule: a malformed message
             scope=Scope.SESSION,  # the session's message, not the whole connection
         )
 

@@ -73,6 +73,12 @@ class CapsuleType(IntEnum):
     WT_STREAMS_BLOCKED_UNI = 0x190B4D44
 
 
+#: QUIC's CRYPTO_ERROR range (RFC 9001 section 4.8): 0x100 plus a TLS alert code.
+CRYPTO_ERROR = 0x100
+#: The TLS alert a client sends about a certificate it refuses (RFC 8446 section 6.2).
+TLS_BAD_CERTIFICATE = 42
+
+
 class H3ErrorCode(IntEnum):
     """HTTP/3 and WebTransport error codes (RESET_STREAM, STOP_SENDING, CONNECTION_CLOSE)."""
 

@@ -36,6 +36,7 @@ from ..protocol.packets import (
 )
 from ..protocol.quic import EngineFactory
 from ..protocol.subprotocol import offered_protocols, select_protocol
+from ..protocol.wire import H3ErrorCode
 from ..session import WebTransportSession, reject_session
 from ..udp import Batch, UdpEndpoint, open_udp_socket
 
@@ -273,7 +274,7 @@ class WebTransportServer:
         for conn in list(self._cids):
             for session in conn.sessions:
                 await session.close(code=0, reason="server shutting down")
-            conn.close(code=0x100, reason="server shutting down")
+            conn.close(code=H3ErrorCode.H3_NO_ERROR, reason="server shutting down")
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
