@@ -74,6 +74,20 @@ def make_cert(
     return CertBundle(cert, key, certfile, keyfile)
 
 
+def make_key_file(path: Path) -> Path:
+    """Write a fresh ECDSA P-256 private key (PKCS#8 PEM) that belongs to no certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return path
+
+
 def load_cert(directory: Path) -> CertBundle:
     """The certificate and key :func:`make_cert` wrote into ``directory`` earlier."""
     certfile = directory / "cert.pem"

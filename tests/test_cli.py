@@ -8,6 +8,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -22,6 +23,8 @@ from cryptography.hazmat.primitives import serialization
 
 import pywebtransport
 from pywebtransport.cli import main
+from pywebtransport.constants import DEFAULT_STREAM_RECEIVE_WINDOW, DEFAULT_STREAM_SEND_BUFFER
+from tests.certs import CertBundle, make_key_file
 from tests.interop.chromium import Chromium
 
 TIMEOUT = 30.0
@@ -204,6 +207,93 @@ async def test_connect_failures_have_distinct_messages(served: Served) -> None:
         )
     assert code == 3, err
     assert "timed out" in err
+
+
+async def test_connect_echoes_a_payload_larger_than_the_flow_control_windows(
+    served: Served,
+) -> None:
+    # Both sides' stream receive windows and send buffers together hold 4 MiB (the defaults):
+    # a client that wrote its whole payload before reading the echo would stall on this one.
+    size = 3 * (DEFAULT_STREAM_RECEIVE_WINDOW + DEFAULT_STREAM_SEND_BUFFER)
+    code, out, err = await run_cli(
+        "connect",
+        f"https://127.0.0.1:{served.udp_port}/echo",
+        "--cert-hash",
+        served.hash_hex,
+        "--count",
+        "1",
+        "--size",
+        str(size),
+    )
+    assert code == 0, err
+    assert f"bidirectional streams: 1/1 round trips of {size} bytes, median" in out
+
+
+async def test_connect_says_how_far_a_timed_out_round_trip_got(served: Served) -> None:
+    # 64 MiB each way takes several seconds on loopback: the round trip cannot end within 1 s.
+    size = 64 << 20
+    code, out, err = await run_cli(
+        "connect",
+        f"https://127.0.0.1:{served.udp_port}/echo",
+        "--cert-hash",
+        served.hash_hex,
+        "--count",
+        "1",
+        "--size",
+        str(size),
+        "--timeout",
+        "1",
+    )
+    assert code == 3, err
+    assert "connected to" in out
+    line = err.strip()
+    assert line.startswith(
+        f"error: timed out after 1 s: stream round trip 1: no complete echo of {size} bytes ("
+    ), line
+    written, echoed = (int(n) for n in re.findall(r"(\d+) (?:written|echoed)", line))
+    assert echoed <= written and 0 < written < size, line
+
+
+async def test_serve_refuses_a_key_that_does_not_match_the_certificate(
+    cert: CertBundle, tmp_path: Path
+) -> None:
+    other_key = make_key_file(tmp_path / "other-key.pem")
+    code, out, err = await run_cli(
+        "serve",
+        "--port",
+        "0",
+        "--http-port",
+        "0",
+        "--cert",
+        str(cert.certfile),
+        "--key",
+        str(other_key),
+    )
+    assert code == 1, err
+    assert err.strip() == (
+        f"error: the private key in {other_key} does not match the certificate in {cert.certfile}"
+    )
+    assert "READY" not in out
+
+
+async def test_serve_says_when_certificate_and_key_are_swapped(cert: CertBundle) -> None:
+    code, out, err = await run_cli(
+        "serve",
+        "--port",
+        "0",
+        "--http-port",
+        "0",
+        "--cert",
+        str(cert.keyfile),
+        "--key",
+        str(cert.certfile),
+    )
+    assert code == 1, err
+    assert err.strip() == (
+        f"error: {cert.keyfile} holds no PEM certificate "
+        "(it holds a private key: are the certificate and key files swapped?)"
+    )
+    assert "READY" not in out
 
 
 async def test_serve_reports_busy_port(served: Served, tmp_path: Path) -> None:

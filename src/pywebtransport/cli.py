@@ -43,11 +43,13 @@ from pywebtransport import (
     WebTransportClient,
     WebTransportServer,
     WebTransportSession,
+    WebTransportStream,
 )
 from pywebtransport import exceptions as errors
 from pywebtransport._engine import ENGINES
 from pywebtransport.server.certificate import (
     certificate_sha256,
+    check_certificate_pair,
     format_hash,
     generate_self_signed_certificate,
     parse_hash,
@@ -226,9 +228,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="pywebtransport-") as temp_dir:
         if args.cert is not None:
             try:
+                check_certificate_pair(args.cert, args.key)
                 digest = certificate_sha256(Path(args.cert).read_bytes())
-            except (OSError, ValueError) as error:
-                return _fail(f"cannot read the certificate {args.cert}: {error}")
+            except OSError as error:
+                return _fail(f"cannot read {error.filename or args.cert}: {error.strerror}")
+            except ValueError as error:  # the message names the file and the problem
+                return _fail(str(error))
             cert = _Certificate(args.cert, args.key, digest)
         else:
             cert = _Certificate("", "", b"", directory=Path(temp_dir))
@@ -531,20 +536,69 @@ async def _stream_round_trips(
 ) -> _RoundTrips:
     result = _RoundTrips(rtts=[], attempted=count, size=size)
     for index in range(count):
-        payload = bytes((index + i) & 0xFF for i in range(size))
+        payload = _payload(index, size)
         started = time.perf_counter()
-        try:
-            async with asyncio.timeout(timeout):
-                stream = await session.create_bidirectional_stream()
-                await stream.write(payload, end_stream=True)
-                echoed = await stream.read_all(max_size=size)
-        except TimeoutError:
-            raise errors.TimeoutError(f"stream round trip {index + 1} got no echo") from None
+        echoed = await _stream_round_trip(session, index, payload, timeout)
         if echoed == payload:
             result.rtts.append(time.perf_counter() - started)
         else:
             logger.warning("stream %d echoed %d bytes, not the payload", index, len(echoed))
     return result
+
+
+def _payload(index: int, size: int) -> bytes:
+    """``size`` bytes counting up from ``index`` (mod 256)."""
+    start = index & 0xFF
+    pattern = bytes(range(256)) * (size // 256 + 2)
+    return pattern[start : start + size]
+
+
+async def _stream_round_trip(
+    session: WebTransportSession, index: int, payload: bytes, timeout: float
+) -> bytes:
+    """Send ``payload`` on a new bidirectional stream and return the echo.
+
+    The payload is written while the echo is read: written first, a payload larger than the
+    flow-control windows and send buffers of both sides would fill them all and stall.
+
+    Raises:
+        pywebtransport.TimeoutError: no complete echo within ``timeout`` seconds; the message
+            says how many bytes were written and echoed by then.
+        StreamError: the stream failed (reset or stopped by the server, or the session ended).
+    """
+    size = len(payload)
+    echoed = bytearray()
+    stream: WebTransportStream | None = None
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        async with asyncio.timeout(timeout):
+            stream = await session.create_bidirectional_stream()
+            tasks.append(asyncio.create_task(stream.write(payload, end_stream=True)))
+            tasks.append(asyncio.create_task(_read_echo(stream, size, echoed)))
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in tasks:
+                error = task.exception() if task.done() else None
+                if error is not None:
+                    raise error
+    except TimeoutError:
+        written = 0 if stream is None else stream.bytes_written
+        raise errors.TimeoutError(
+            f"stream round trip {index + 1}: no complete echo of {size} bytes "
+            f"({written} written, {len(echoed)} echoed)"
+        ) from None
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return bytes(echoed)
+
+
+async def _read_echo(stream: WebTransportStream, size: int, echoed: bytearray) -> None:
+    """Append what ``stream`` brings to ``echoed`` until its end (or beyond ``size`` bytes)."""
+    while chunk := await stream.read(65536):
+        echoed += chunk
+        if len(echoed) > size:
+            return  # longer than the payload: not its echo
 
 
 async def _datagram_round_trips(

@@ -154,7 +154,7 @@ class WebTransportConnection:
         if self._writers:
             self._wake_writers()
         sid = self._close_after_acked
-        if sid is not None and not self.protocol.engine.send_buffered(sid):
+        if sid is not None and not self.protocol.send_buffered(sid):
             self._close_after_acked = None
             self.loop.call_soon(self.close)
         self._arm_timer()
@@ -196,7 +196,7 @@ class WebTransportConnection:
         if self.closed.done():
             return
         if self._sessions:
-            self.protocol.engine.send_ping()
+            self.protocol.send_ping()
             self.schedule_transmit()
         self._keep_alive = self.loop.call_later(self._keep_alive_interval, self._ping)
 

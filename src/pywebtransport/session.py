@@ -12,7 +12,7 @@ import asyncio
 import builtins
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -74,6 +74,8 @@ class WebTransportSession(EventEmitter):
         path: str,
         headers: list[tuple[str, str]],
         remote_address: Any,
+        protocol: str | None = None,
+        offered_protocols: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self._conn = conn
@@ -82,8 +84,8 @@ class WebTransportSession(EventEmitter):
         self._headers = headers
         self._remote_address = remote_address
         self._state = SessionState.CONNECTING
-        self._protocol: str | None = None
-        self._offered_protocols: list[str] = []  # client: what its CONNECT offered
+        self._protocol = protocol  # server: the subprotocol it chose
+        self._offered_protocols = list(offered_protocols)  # client: what its CONNECT offered
         self._close_code: int | None = None
         self._close_reason: str | None = None
         self._closed_error: Exception | None = None
@@ -168,7 +170,7 @@ class WebTransportSession(EventEmitter):
     def get_stats(self) -> dict[str, Any]:
         """Counters: streams, bytes, datagrams, RTT and the created/ready/closed times."""
         out = asdict(self._stats)
-        out["rtt"] = self._conn.protocol.engine.smoothed_rtt()
+        out["rtt"] = self._conn.protocol.smoothed_rtt()
         if self._datagrams is not None:
             out["datagrams"] = self._datagrams.stats
         out["active_streams"] = len(self._streams)
@@ -261,16 +263,32 @@ class WebTransportSession(EventEmitter):
         """Wait until the session has ended."""
         await asyncio.shield(self._closed)
 
+    def add_close_callback(self, callback: Callable[[WebTransportSession], None]) -> None:
+        """Call ``callback(session)`` once the session has ended (soon, if it already has)."""
+        self._closed.add_done_callback(lambda _: callback(self))
+
+    def drain(self) -> None:
+        """Ask the peer to wrap the session up, and move to DRAINING (a ready session only).
+
+        Sends WT_DRAIN_SESSION where the dialect has it; either way the session reports
+        ``session_draining``. Nothing is closed: the session ends when either side closes it.
+        """
+        if self._state is not SessionState.READY:
+            return
+        self._conn.protocol.drain_session(self._session_id)
+        self._on_draining()
+        self._conn.schedule_transmit()
+
     async def close(self, *, code: int = 0, reason: str = "") -> None:
         """Close the session (close capsule and FIN). Idempotent.
 
         Ends every stream of the session; closes the QUIC connection when no other session
         uses it (client side).
         """
-        self._close_now(code, reason)
+        self.close_nowait(code=code, reason=reason)
 
-    def _close_now(self, code: int = 0, reason: str = "") -> None:
-        """:meth:`close` without awaiting (for cleanup paths, cancellation included)."""
+    def close_nowait(self, *, code: int = 0, reason: str = "") -> None:
+        """:meth:`close` without awaiting: for callbacks and cleanup paths (cancellation too)."""
         if self._state is SessionState.CLOSED:
             return
         try:

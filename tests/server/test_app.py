@@ -58,3 +58,12 @@ async def test_middleware_lets_through(
         stream = await session.create_bidirectional_stream()
         await stream.write_all(b"through")
         assert await stream.read_all() == b"through"
+
+
+async def test_serve_refuses_a_misspelt_keyword_before_listening(cert: CertBundle) -> None:
+    # Were the keyword ignored, serve() would listen on 127.0.0.1 with a free port and run on.
+    app = build_app(cert, host="127.0.0.1", port=0)
+    async with asyncio.timeout(T):
+        with pytest.raises(TypeError, match="prot"):
+            await app.serve(prot=1)  # type: ignore[call-arg]
+    assert app.server is None

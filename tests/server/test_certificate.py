@@ -21,10 +21,12 @@ from pywebtransport.server.certificate import (
     MAX_VALIDITY_DAYS,
     CertificateBundle,
     certificate_sha256,
+    check_certificate_pair,
     format_hash,
     generate_self_signed_certificate,
     parse_hash,
 )
+from tests.certs import make_key_file
 
 CHROMIUM_MAX_VALIDITY = datetime.timedelta(days=14)
 
@@ -275,3 +277,96 @@ def test_written_files_load_into_aioquic(bundle: CertificateBundle, tmp_path: Pa
     configuration.load_cert_chain(certfile, keyfile)
     assert configuration.certificate is not None
     assert configuration.certificate.fingerprint(hashes.SHA256()) == bundle.sha256
+
+
+# -------------------------------------------------------------------------------------- pairs
+
+
+@pytest.fixture
+def pair_files(bundle: CertificateBundle, tmp_path: Path) -> tuple[Path, Path]:
+    """The certificate and key of ``bundle`` written to PEM files."""
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    bundle.write(certfile=certfile, keyfile=keyfile)
+    return certfile, keyfile
+
+
+def test_a_matching_pair_passes_the_check(pair_files: tuple[Path, Path], tmp_path: Path) -> None:
+    certfile, keyfile = pair_files
+    check_certificate_pair(certfile, keyfile)
+    check_certificate_pair(str(certfile), str(keyfile))
+    # A chain counts by its first certificate; a file may hold the key and the chain together.
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(certfile.read_bytes() + generate_self_signed_certificate().cert_pem)
+    check_certificate_pair(chain, keyfile)
+    combined = tmp_path / "combined.pem"
+    combined.write_bytes(keyfile.read_bytes() + certfile.read_bytes())
+    check_certificate_pair(combined, combined)
+
+
+def test_a_key_of_another_certificate_is_refused(
+    pair_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    certfile, _ = pair_files
+    other_key = make_key_file(tmp_path / "other-key.pem")
+    with pytest.raises(ValueError) as info:
+        check_certificate_pair(certfile, other_key)
+    assert str(info.value) == (
+        f"the private key in {other_key} does not match the certificate in {certfile}"
+    )
+
+
+def test_swapped_files_are_named_as_such(pair_files: tuple[Path, Path]) -> None:
+    certfile, keyfile = pair_files
+    with pytest.raises(ValueError) as info:
+        check_certificate_pair(keyfile, certfile)
+    assert str(info.value) == (
+        f"{keyfile} holds no PEM certificate "
+        "(it holds a private key: are the certificate and key files swapped?)"
+    )
+
+
+def test_a_certificate_given_as_the_key_is_refused(pair_files: tuple[Path, Path]) -> None:
+    certfile, _ = pair_files
+    with pytest.raises(ValueError) as info:
+        check_certificate_pair(certfile, certfile)
+    assert str(info.value) == f"{certfile} holds no PEM private key (it holds a certificate)"
+
+
+def test_files_without_pem_are_refused(pair_files: tuple[Path, Path], tmp_path: Path) -> None:
+    certfile, keyfile = pair_files
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_bytes(b"not a certificate")
+    with pytest.raises(ValueError) as info:
+        check_certificate_pair(garbage, keyfile)
+    assert str(info.value) == f"{garbage} holds no PEM certificate"
+    with pytest.raises(ValueError) as info:
+        check_certificate_pair(certfile, garbage)
+    assert str(info.value) == f"{garbage} holds no PEM private key"
+
+
+def test_an_encrypted_key_is_refused(
+    bundle: CertificateBundle, pair_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    certfile, _ = pair_files
+    key = serialization.load_pem_private_key(bundle.key_pem, password=None)
+    encrypted = tmp_path / "encrypted-key.pem"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    with pytest.raises(ValueError) as info:
+        check_certificate_pair(certfile, encrypted)
+    assert str(info.value) == (
+        f"the private key in {encrypted} is encrypted: the server needs an unencrypted key"
+    )
+
+
+def test_a_missing_file_is_an_os_error(pair_files: tuple[Path, Path], tmp_path: Path) -> None:
+    certfile, keyfile = pair_files
+    with pytest.raises(FileNotFoundError):
+        check_certificate_pair(tmp_path / "missing.pem", keyfile)
+    with pytest.raises(FileNotFoundError):
+        check_certificate_pair(certfile, tmp_path / "missing.pem")

@@ -1,4 +1,5 @@
-"""Certificate rotation: ``WebTransportServer.reload_certificate`` and ``serve``'s automatic one."""
+"""Certificate rotation: ``WebTransportServer.reload_certificate`` and ``serve``'s automatic one,
+and the check of a server's certificate and key pair."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import pytest
 
 from pywebtransport import (
     ClientConfig,
+    ServerConfig,
     WebTransportClient,
     WebTransportServer,
     WebTransportSession,
 )
 from pywebtransport.exceptions import CertificateError, ServerError
 from pywebtransport.server.certificate import CertificateBundle, generate_self_signed_certificate
-from tests.certs import CertBundle
+from tests.certs import CertBundle, make_key_file
 from tests.conftest import T, url
 from tests.test_cli import http_get, start_serve
 
@@ -87,9 +89,38 @@ async def test_reload_rejects_bad_files_and_keeps_the_old_certificate(
         server.reload_certificate(certfile=str(garbage), keyfile=key_a)
     with pytest.raises(ServerError, match="cannot load certificate"):
         server.reload_certificate(certfile=str(tmp_path / "missing.pem"), keyfile=key_a)
+    with pytest.raises(ServerError, match="are the certificate and key files swapped"):
+        server.reload_certificate(certfile=key_a, keyfile=cert_a)
 
     assert server.config.certfile == str(cert.certfile)
     assert await _connect_and_echo(url(server), cert.sha256, b"old") == b"old"
+
+
+def test_a_server_refuses_a_key_that_does_not_match_its_certificate(
+    cert: CertBundle, tmp_path: Path, quic_engine: str
+) -> None:
+    other_key = make_key_file(tmp_path / "other-key.pem")
+    config = ServerConfig(certfile=str(cert.certfile), keyfile=str(other_key))
+    assert config.engine == quic_engine  # the same words on every engine
+    with pytest.raises(ServerError) as info:
+        WebTransportServer(config=config)
+    assert str(info.value) == (
+        f"cannot load certificate: the private key in {other_key} "
+        f"does not match the certificate in {cert.certfile}"
+    )
+
+
+def test_a_server_says_when_certificate_and_key_are_swapped(
+    cert: CertBundle, quic_engine: str
+) -> None:
+    config = ServerConfig(certfile=str(cert.keyfile), keyfile=str(cert.certfile))
+    assert config.engine == quic_engine  # the same words on every engine
+    with pytest.raises(ServerError) as info:
+        WebTransportServer(config=config)
+    assert str(info.value) == (
+        f"cannot load certificate: {cert.keyfile} holds no PEM certificate "
+        "(it holds a private key: are the certificate and key files swapped?)"
+    )
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

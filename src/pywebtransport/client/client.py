@@ -242,7 +242,7 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
             raise
         self._stats.record(ok=True, elapsed=time.monotonic() - start)
         self._sessions.add(session)
-        session._closed.add_done_callback(lambda _: self._sessions.discard(session))
+        session.add_close_callback(self._sessions.discard)
         self.emit(EventType.CONNECTION_ESTABLISHED, {"url": url, "session": session})
         return session
 
@@ -355,7 +355,7 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
             raise
         pins = self._config.server_certificate_hashes
         if pins:
-            der = conn.protocol.engine.peer_certificate_der()
+            der = conn.protocol.peer_certificate_der()
             digest = hashlib.sha256(der).digest() if der else b""
             if digest not in pins:
                 conn.close(
@@ -381,9 +381,13 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
         except ProtocolUsageError as exc:
             raise ConnectionError(str(exc)) from None
         session = WebTransportSession(
-            conn, sid, path=target.path, headers=[], remote_address=conn.remote_address
+            conn,
+            sid,
+            path=target.path,
+            headers=[],
+            remote_address=conn.remote_address,
+            offered_protocols=offered_protocols(headers),
         )
-        session._offered_protocols = offered_protocols(headers)
         conn.add_session(session)
         conn.transmit()
         try:
@@ -392,7 +396,7 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
             # Withdraw a request that did not become a session (deadline, cancellation): on a
             # shared connection it would otherwise stay pending for good.
             with contextlib.suppress(WebTransportError):
-                session._close_now()
+                session.close_nowait()
             raise
         return session
 

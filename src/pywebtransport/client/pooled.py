@@ -23,7 +23,6 @@ import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..config import ClientConfig
 from ..exceptions import ClientError, ConfigurationError, TimeoutError, WebTransportError
@@ -31,9 +30,6 @@ from ..session import SessionState, WebTransportSession
 from ._lifecycle import AsyncLifecycle
 from ._url import parse_url
 from .client import URL, WebTransportClient
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["PooledClient"]
 
@@ -43,8 +39,8 @@ _PoolKey = tuple[str, str, int, str]
 
 
 def _is_healthy(session: WebTransportSession) -> bool:
-    """Ready (not draining, not closed) and its QUIC connection is alive."""
-    return session.state is SessionState.READY and not session._conn.is_closed
+    """Ready: not draining, not closed (a session whose connection ended is closed too)."""
+    return session.state is SessionState.READY
 
 
 def _key_text(key: _PoolKey) -> str:

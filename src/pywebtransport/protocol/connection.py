@@ -511,6 +511,24 @@ class WebTransportProtocol:
         self._release_receive(stream_id, stream)
         self._forget_if_done(stream_id, stream)
 
+    def send_buffered(self, stream_id: int) -> int:
+        """Bytes of ``stream_id`` handed to QUIC and not yet acknowledged (0: all delivered)."""
+        return self.engine.send_buffered(stream_id)
+
+    # ----------------------------------------------------------------------------- connection
+
+    def send_ping(self) -> None:
+        """Queue a PING (keep-alive, liveness probe)."""
+        self.engine.send_ping()
+
+    def smoothed_rtt(self) -> float:
+        """The connection's smoothed round-trip time, in seconds."""
+        return self.engine.smoothed_rtt()
+
+    def peer_certificate_der(self) -> bytes | None:
+        """The peer's certificate (DER) once the handshake is done; None before or without."""
+        return self.engine.peer_certificate_der()
+
     # ----------------------------------------------------------------------------- datagrams
 
     def max_datagram_size(self, session_id: int) -> int:

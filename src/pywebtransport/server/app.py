@@ -255,7 +255,7 @@ class ServerApp:
 
     # ----------------------------------------------------------------------------- running
 
-    async def serve(self, *, host: str | None = None, port: int | None = None, **_: Any) -> None:
+    async def serve(self, *, host: str | None = None, port: int | None = None) -> None:
         """Listen and serve until cancelled or the server is closed."""
         server = WebTransportServer(config=self.config, app=self)
         self.server = server

@@ -19,14 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
     "MAX_VALIDITY_DAYS",
     "CertificateBundle",
     "certificate_sha256",
+    "check_certificate_pair",
     "format_hash",
     "generate_self_signed_certificate",
     "parse_hash",
@@ -42,6 +45,7 @@ _CLOCK_SKEW_MARGIN = datetime.timedelta(minutes=1)
 
 _SHA256_SIZE = 32
 _PEM_CERTIFICATE_MARKER = b"-----BEGIN CERTIFICATE-----"
+_PEM_PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"  # PKCS#8, encrypted PKCS#8, EC, RSA, ...
 _COMMON_NAME_MAX = 64  # upper bound of X.520 CommonName
 
 #: A TLS server key signs the handshake and does nothing else.
@@ -173,6 +177,75 @@ def certificate_sha256(cert_pem_or_der: bytes) -> bytes:
     else:
         certificate = x509.load_der_x509_certificate(cert_pem_or_der)
     return certificate.fingerprint(hashes.SHA256())
+
+
+def check_certificate_pair(
+    certfile: str | os.PathLike[str], keyfile: str | os.PathLike[str]
+) -> None:
+    """Check that ``certfile`` holds a PEM certificate and ``keyfile`` its private key.
+
+    A chain counts by its first certificate (the server's own). One file may hold both the key
+    and the chain, and be given as both arguments. Both QUIC engines load the files the same
+    way; this check runs first so that a wrong pair is reported in plain words instead of a
+    parser's message, or, for a key of another certificate, instead of every handshake failing.
+
+    Args:
+        certfile: the PEM certificate (chain) file.
+        keyfile: the PEM private key file (unencrypted).
+
+    Raises:
+        OSError: a file cannot be read.
+        ValueError: a file holds no PEM certificate or private key, the key is encrypted or
+            of a type that cannot be loaded, or it does not belong to the certificate; the
+            message names the file and says which.
+    """
+    cert_pem = Path(certfile).read_bytes()
+    key_pem = Path(keyfile).read_bytes()
+    certificate = _load_certificate(os.fspath(certfile), cert_pem)
+    key = _load_private_key(os.fspath(keyfile), key_pem)
+    encoding, public_format = (
+        serialization.Encoding.DER,
+        serialization.PublicFormat.SubjectPublicKeyInfo,
+    )
+    certified = certificate.public_key().public_bytes(encoding, public_format)
+    if key.public_key().public_bytes(encoding, public_format) != certified:
+        raise ValueError(
+            f"the private key in {os.fspath(keyfile)} does not match the certificate in "
+            f"{os.fspath(certfile)}"
+        )
+
+
+def _load_certificate(name: str, data: bytes) -> x509.Certificate:
+    """The first PEM certificate in ``data`` (read from the file ``name``)."""
+    if _PEM_CERTIFICATE_MARKER not in data:
+        if _PEM_PRIVATE_KEY_MARKER in data:
+            raise ValueError(
+                f"{name} holds no PEM certificate "
+                "(it holds a private key: are the certificate and key files swapped?)"
+            )
+        raise ValueError(f"{name} holds no PEM certificate")
+    try:
+        return x509.load_pem_x509_certificates(data)[0]
+    except ValueError as error:
+        raise ValueError(f"cannot parse the certificate in {name}: {error}") from None
+
+
+def _load_private_key(name: str, data: bytes) -> PrivateKeyTypes:
+    """The first PEM private key in ``data`` (read from the file ``name``)."""
+    if _PEM_PRIVATE_KEY_MARKER not in data:
+        if _PEM_CERTIFICATE_MARKER in data:
+            raise ValueError(f"{name} holds no PEM private key (it holds a certificate)")
+        raise ValueError(f"{name} holds no PEM private key")
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except TypeError:  # the key needs a password
+        raise ValueError(
+            f"the private key in {name} is encrypted: the server needs an unencrypted key"
+        ) from None
+    except UnsupportedAlgorithm as error:
+        raise ValueError(f"the private key in {name} is of an unsupported type: {error}") from None
+    except ValueError as error:
+        raise ValueError(f"cannot parse the private key in {name}: {error}") from None
 
 
 def format_hash(digest: bytes) -> str:

@@ -3,9 +3,11 @@
 Theory of operation: one task accepts the peer's streams from ``session.incoming_streams()`` and
 starts one task per stream; another task echoes datagrams. A bidirectional stream is echoed chunk by
 chunk on itself, and its FIN is mirrored once the read side reaches the end. A unidirectional
-stream is read to its FIN, then its bytes go back on a new server-opened unidirectional stream. A
-peer reset is mirrored as a reset with the same code. The iterator ends when the session closes;
-then every task still running is cancelled and awaited, so nothing outlives the handler.
+stream is read to its FIN, then its bytes go back on a new server-opened unidirectional stream. When
+the peer resets or stops a bidirectional stream, the handler ends both of its directions (a reset
+and a STOP_SENDING) with the peer's code. The iterator ends when the session closes; then every
+task still running is cancelled and awaited, so nothing outlives the handler. The streams of a
+closed session are left alone: the protocol has ended them already.
 """
 
 from __future__ import annotations
@@ -65,8 +67,19 @@ async def _echo_bidirectional(stream: WebTransportStream) -> None:
         await stream.close()
     except StreamError as error:
         logger.debug("echo: stream %d ended by an error: %s", stream.stream_id, error)
-        if error.error_code is not None:
-            await _quietly(stream.abort(code=error.error_code))
+        if stream.session.is_closed:
+            # The session (or its connection) ended, and with it every stream of the session:
+            # the protocol has reset and stopped them already (with WT_SESSION_GONE, as the
+            # WebTransport draft asks). The error carries the session's close code, which is
+            # the application's word about the session, not about this stream: nothing to do.
+            return
+        # The peer reset its side or stopped ours. Either way there is nothing more to echo,
+        # so both directions end; otherwise the peer would wait for good, for an echo that
+        # never comes or for credit to write what is never read. A WebTransport code is
+        # mirrored; a plain HTTP/3 code (no WebTransport code) is answered with 0.
+        code = error.error_code or 0
+        await _quietly(stream.abort(code=code))
+        await _quietly(stream.stop(code=code))
     except WebTransportError as error:
         logger.debug("echo: stream %d ended: %s", stream.stream_id, error)
 

@@ -184,7 +184,7 @@ class SessionLimiter:
             logger.debug("max_sessions: %d open, rejecting %s", self.active, session.path)
             return 429
         self.active += 1
-        session._closed.add_done_callback(self._release)
+        session.add_close_callback(self._release)
         return None
 
 

@@ -256,21 +256,22 @@ class WebTransportServer:
         if self._closing:
             return
         self._closing = True
-        waiting: list[asyncio.Future[None]] = []
+        draining: list[WebTransportSession] = []
         for conn in list(self._cids):
             if conn.is_closed:
                 continue
             conn.protocol.goaway()
             for session in conn.sessions:
-                if session.is_ready:
-                    conn.protocol.drain_session(session.session_id)
-                    session._on_draining()
+                session.drain()
                 if not session.is_closed:
-                    waiting.append(session._closed)
+                    draining.append(session)
             conn.flush_events()
             conn.schedule_transmit()
-        if waiting and grace > 0:
-            await asyncio.wait(waiting, timeout=grace)
+        if draining and grace > 0:
+            waiting = [asyncio.ensure_future(session.wait_closed()) for session in draining]
+            _, late = await asyncio.wait(waiting, timeout=grace)
+            for task in late:
+                task.cancel()
         for conn in list(self._cids):
             for session in conn.sessions:
                 await session.close(code=0, reason="server shutting down")
@@ -481,35 +482,47 @@ class WebTransportServer:
         self, conn: WebTransportConnection, event: ev.SessionRequested
     ) -> None:
         self._stats.sessions_requested += 1
+        refusal: int | None = None
+        if self._closing:
+            refusal = 503
+        elif len(conn.sessions) >= self.config.max_sessions_per_connection:
+            refusal = 429
         session = WebTransportSession(
             conn,
             event.session_id,
             path=event.path,
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers],
             remote_address=conn.remote_address,
+            protocol=None if refusal else self._chosen_protocol(event),
         )
         conn.add_session(session)
-        if self._closing or len(conn.sessions) > self.config.max_sessions_per_connection:
+        if refusal:
             self._stats.sessions_rejected += 1
-            reject_session(session, status=503 if self._closing else 429)
+            reject_session(session, status=refusal)
             return
-        offered = offered_protocols(event.headers)
-        if offered:
-            # The app's select_protocol(offered) decides (without an app: the first of
-            # config.protocols the client offered). A choice outside the offer is dropped.
-            try:
-                chosen = (
-                    self.app.select_protocol(offered)
-                    if self.app is not None
-                    else select_protocol(offered, self.config.protocols)
-                )
-            except Exception:
-                logger.exception("select_protocol failed for %s", event.path)
-                chosen = None
-            session._protocol = chosen if chosen in offered else None
         task = asyncio.get_running_loop().create_task(self._run_session(session))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _chosen_protocol(self, event: ev.SessionRequested) -> str | None:
+        """The subprotocol answered to the client's offer, if it made one.
+
+        The app's ``select_protocol(offered)`` decides (without an app: the first of
+        ``config.protocols`` the client offered); a choice outside the offer is dropped.
+        """
+        offered = offered_protocols(event.headers)
+        if not offered:
+            return None
+        try:
+            chosen = (
+                self.app.select_protocol(offered)
+                if self.app is not None
+                else select_protocol(offered, self.config.protocols)
+            )
+        except Exception:
+            logger.exception("select_protocol failed for %s", event.path)
+            return None
+        return chosen if chosen in offered else None
 
     async def _run_session(self, session: WebTransportSession) -> None:
         try:
