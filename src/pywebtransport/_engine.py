@@ -74,18 +74,9 @@ def _shared_settings(cfg: ClientConfig | ServerConfig) -> QuicSettings:
 def engine_factory(engine: str, settings: QuicSettings) -> EngineFactory:
     """The factory of the engine named ``engine`` (``config.engine``) for ``settings``.
 
-    A server's certificate and key are checked first (:func:`check_certificate_pair`), so
-    that every engine reports a wrong pair in the same plain words.
-
     Raises:
-        OSError, ValueError: a certificate, key or CA file cannot be read or parsed, or a
-            server's key does not belong to its certificate.
+        OSError, ValueError: a certificate, key or CA file cannot be read or parsed.
     """
-    if not settings.is_client and settings.certfile is not None:
-        # Imported here: the server package imports this module.
-        from .server.certificate import check_certificate_pair
-
-        check_certificate_pair(settings.certfile, settings.keyfile or settings.certfile)
     if engine == "qh3":
         from .protocol.engine_qh3 import Qh3Factory, remember_trust_stores  # optional: [fast]
 

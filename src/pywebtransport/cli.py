@@ -54,11 +54,11 @@ from pywebtransport.server.certificate import (
     generate_self_signed_certificate,
     parse_hash,
 )
-from pywebtransport.server.demo_chat import ChatRoom
-from pywebtransport.server.demo_room import add_room
 from pywebtransport.server.echo import echo_handler
 from pywebtransport.server.workers import WorkerGroup
 from pywebtransport.web import PageServer, demo_page, messaging_module
+from pywebtransport.web.demo_chat import ChatRoom
+from pywebtransport.web.demo_room import add_room
 
 __all__ = ["main"]
 

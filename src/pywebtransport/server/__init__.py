@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from .app import Middleware, ServerApp
 from .middleware import header_auth, max_sessions, origin_allowlist, rate_limit
-from .server import ServerStats, SessionHandler, WebTransportServer
+from .server import Application, ServerStats, SessionHandler, WebTransportServer
 
 __all__ = [
+    "Application",
     "Middleware",
     "ServerApp",
     "ServerStats",

@@ -160,8 +160,10 @@ class ServerApp:
             return [s for s in self._open.get(route, ()) if s.is_ready]
         return [s for group in self._open.values() for s in group if s.is_ready]
 
-    async def _handle(self, session: WebTransportSession) -> bool:
+    async def handle(self, session: WebTransportSession) -> bool:
         """Run one session through middleware and its handler. Returns True if accepted.
+
+        Called by the server for every session request it does not refuse itself.
 
         Whatever happens (rejection, handler error, cancellation at shutdown), one access log
         line is written when the session ends.
@@ -245,11 +247,13 @@ class ServerApp:
             return 500
         return None
 
-    async def _startup(self) -> None:
+    async def startup(self) -> None:
+        """Run the ``on_startup`` hooks in order (the server calls it when it starts listening)."""
         for hook in self._startup_hooks:
             await hook()
 
-    async def _shutdown(self) -> None:
+    async def shutdown(self) -> None:
+        """Run the ``on_shutdown`` hooks in order (the server calls it when it has closed)."""
         for hook in self._shutdown_hooks:
             await hook()
 

@@ -12,10 +12,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._engine import engine_factory, server_settings
 from ..config import ServerConfig
@@ -39,15 +36,32 @@ from ..protocol.subprotocol import offered_protocols, select_protocol
 from ..protocol.wire import H3ErrorCode
 from ..session import WebTransportSession, reject_session
 from ..udp import Batch, UdpEndpoint, open_udp_socket
+from .certificate import check_certificate_pair
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from .app import ServerApp
-
 logger = logging.getLogger(__name__)
 
 SessionHandler = Callable[[WebTransportSession], Awaitable[None]]
+
+
+class Application(Protocol):
+    """What a :class:`WebTransportServer` asks of its application (:class:`ServerApp` is one)."""
+
+    def select_protocol(self, offered: list[str]) -> str | None:
+        """The subprotocol to answer a client's offer with (None: none of them)."""
+
+    async def startup(self) -> None:
+        """Called once the server listens."""
+
+    async def shutdown(self) -> None:
+        """Called once the server has closed."""
+
+    async def handle(self, session: WebTransportSession) -> bool:
+        """Decide on and run one session; True when it was accepted."""
+
+
 _MIN_INITIAL_SIZE = 1200  # RFC 9000 14.1: clients pad Initial packets to 1200 bytes
 _CID_LENGTH = 8  # the length of the connection IDs the server chooses (both engines' default)
 
@@ -102,11 +116,11 @@ class WebTransportServer:
 
     Args:
         config: listening address, certificate and limits.
-        app: the :class:`ServerApp` whose routes handle sessions (all requests are answered
-            404 without one).
+        app: the application that handles sessions (an :class:`Application`, such as
+            :class:`ServerApp`); without one every request is answered 404.
     """
 
-    def __init__(self, *, config: ServerConfig, app: ServerApp | None = None) -> None:
+    def __init__(self, *, config: ServerConfig, app: Application | None = None) -> None:
         if config.certfile is None or config.keyfile is None:
             raise ServerError("a server needs certfile and keyfile")
         self.config = config
@@ -132,6 +146,8 @@ class WebTransportServer:
             server_settings(self.config), certfile=certfile, keyfile=keyfile
         )
         try:
+            # The pair is checked first, so every engine reports a wrong one in the same words.
+            check_certificate_pair(certfile, keyfile)
             return engine_factory(self.config.engine, settings)
         except (OSError, ValueError, TypeError) as exc:
             raise ServerError(f"cannot load certificate: {exc}") from exc
@@ -151,8 +167,6 @@ class WebTransportServer:
             ServerError: a file cannot be read or parsed, or the key does not match.
         """
         engines = self._engine_factory(certfile, keyfile)
-        if not _key_matches(certfile, keyfile):
-            raise ServerError(f"the key in {keyfile} does not match the certificate {certfile}")
         self._engines = engines
         self.config = self.config.update(certfile=certfile, keyfile=keyfile)
         logger.info("certificate reloaded from %s", certfile)
@@ -180,7 +194,7 @@ class WebTransportServer:
         self._transport = UdpEndpoint(sock, on_batch=self._on_batch, on_error=self._on_error)
         self._serving = loop.create_future()
         if self.app is not None:
-            await self.app._startup()
+            await self.app.startup()
         logger.info("listening on %s", self.local_address)
 
     @property
@@ -280,7 +294,7 @@ class WebTransportServer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.app is not None:
-            await self.app._shutdown()
+            await self.app.shutdown()
         if self._transport is not None:
             self._transport.close()
         if self._serving is not None and not self._serving.done():
@@ -530,7 +544,7 @@ class WebTransportServer:
                 reject_session(session, status=404)
                 self._stats.sessions_rejected += 1
                 return
-            accepted = await self.app._handle(session)
+            accepted = await self.app.handle(session)
             if accepted:
                 self._stats.sessions_accepted += 1
             else:
@@ -541,26 +555,3 @@ class WebTransportServer:
         except Exception:
             logger.exception("session %d on %s failed", session.session_id, session.path)
             await session.close(code=1, reason="internal server error")
-
-
-def _key_matches(certfile: str, keyfile: str) -> bool:
-    """True when the private key in ``keyfile`` belongs to the first certificate of ``certfile``.
-
-    Both files were loaded by the engine already; a file that changed since cannot be parsed
-    is a mismatch too.
-    """
-    try:
-        with open(certfile, "rb") as handle:
-            certificate = x509.load_pem_x509_certificates(handle.read())[0]
-        with open(keyfile, "rb") as handle:
-            key = serialization.load_pem_private_key(handle.read(), password=None)
-    except (OSError, ValueError, TypeError, IndexError):
-        return False
-    encoding, public_format = (
-        serialization.Encoding.DER,
-        serialization.PublicFormat.SubjectPublicKeyInfo,
-    )
-    return bool(
-        certificate.public_key().public_bytes(encoding, public_format)
-        == key.public_key().public_bytes(encoding, public_format)
-    )

@@ -11,8 +11,8 @@ from __future__ import annotations
 from ..config import ServerConfig
 from ..messaging import Messenger
 from ..pubsub import Hub
+from ..server.app import ServerApp
 from ..session import WebTransportSession
-from .app import ServerApp
 
 __all__ = ["PUBLIC_TOPICS", "add_room"]
 
