@@ -291,7 +291,7 @@ def test_qpack_garbage_on_connect_stream_closes_the_connection(tmp_path: Path) -
 
 def bad_settings(monkeypatch: pytest.MonkeyPatch, offender: str, payload: bytes) -> None:
     """Make the ``offender``'s core (the client is built first) send ``payload`` as SETTINGS."""
-    from pywebtransport.protocol import connection
+    from pywebtransport.protocol import http3 as connection  # where SETTINGS are sent
     from pywebtransport.protocol.settings import encode_settings as original
 
     calls = [0]

@@ -74,7 +74,7 @@ def test_unknown_and_grease_capsules_are_ignored(tmp_path: Path) -> None:
 def test_client_speaks_draft02_when_server_offers_only_that(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pywebtransport.protocol import connection as core_module
+    from pywebtransport.protocol import http3 as core_module  # where SETTINGS are built
     from pywebtransport.protocol.wire import SettingId
 
     def draft02_only(limits: LocalLimits) -> dict[int, int]:
