@@ -200,7 +200,7 @@ class WebTransportProtocol(Http3Layer):
         section.extend(headers)
         session = SessionState(sid, dialect, SessionPhase.CONNECTING)
         self._sessions[sid] = session
-        stream = Stream(Kind.REQUEST, False)
+        stream = Stream(Kind.REQUEST, False, local=True)
         stream.session = session
         stream.session_id = sid
         stream.reader = self._request_reader()
@@ -315,10 +315,9 @@ class WebTransportProtocol(Http3Layer):
             fc.we_opened[bidirectional] += 1
         stream_id = self.engine.next_stream_id(not bidirectional)
         signal = FrameType.WEBTRANSPORT_STREAM if bidirectional else StreamType.WEBTRANSPORT
-        stream = Stream(Kind.WEBTRANSPORT, not bidirectional)
+        stream = Stream(Kind.WEBTRANSPORT, not bidirectional, local=True)
         stream.session = session
         stream.session_id = session_id
-        stream.fin = stream.released = not bidirectional  # nothing arrives on our uni stream
         self._streams[stream_id] = stream
         session.streams.add(stream_id)
         self.engine.send_stream_data(stream_id, encode_varint(signal) + encode_varint(session_id))
@@ -351,7 +350,7 @@ class WebTransportProtocol(Http3Layer):
         if stream is None:
             self.engine.untrack_consumption(stream_id)
             return
-        if not stream.fin:  # released before its end: the peer should stop sending
+        if not stream.ended:  # released before its end: the peer should stop sending
             self.engine.stop_stream(stream_id, app_code_to_h3(0))
         self._release_receive(stream_id, stream)
         self._forget_if_done(stream_id, stream)

@@ -105,13 +105,13 @@ class Http3Layer(SessionLayer):
         try:
             first, pos = decode_varint(buf)
             if first in (StreamType.WEBTRANSPORT, FrameType.WEBTRANSPORT_STREAM) and (
-                stream.unidir == (first == StreamType.WEBTRANSPORT)
+                stream.unidirectional == (first == StreamType.WEBTRANSPORT)
             ):
                 session_id, pos = decode_varint(buf, pos)
             else:
                 session_id = -1
         except NeedMoreData:
-            if fin and not stream.unidir:
+            if fin and not stream.unidirectional:
                 # A request stream whose first frame is cut short (RFC 9114 section 7.1).
                 raise ProtocolViolation(
                     H3ErrorCode.H3_FRAME_ERROR, "request stream ended inside a frame"
@@ -138,7 +138,7 @@ class Http3Layer(SessionLayer):
             elif stream.kind is Kind.IGNORED and fin:
                 self._forget(stream_id)  # refused, and nothing more will arrive on it
             return
-        if stream.unidir:
+        if stream.unidirectional:
             self._typed_uni(stream_id, stream, first)
             rest = buf[pos:]
         else:
@@ -253,7 +253,8 @@ class Http3Layer(SessionLayer):
 
     def _on_request_data(self, stream_id: int, stream: Stream, data: bytes, fin: bool) -> None:
         assert stream.reader is not None
-        stream.fin = stream.fin or fin
+        if fin:
+            stream.end_receiving()
         session = stream.session
         if session is not None and session.phase is SessionPhase.CLOSED:
             if fin:
@@ -285,8 +286,8 @@ class Http3Layer(SessionLayer):
                 self._on_response(session, headers)
             # trailers or a second response: nothing to do for WebTransport
             return
-        if session is None and stream.session_id < 0:
-            stream.session_id = stream_id  # marks "request seen"
+        if session is None and not stream.request_seen:
+            stream.request_seen = True
             if self.peer_settings is None:
                 self._held_requests.append((stream_id, headers))
             else:
@@ -299,7 +300,7 @@ class Http3Layer(SessionLayer):
         if self.is_client and session is not None and session.phase is SessionPhase.CONNECTING:
             raise ProtocolViolation(H3ErrorCode.H3_FRAME_UNEXPECTED, "DATA before the response")
         if session is None:
-            if not self.is_client and stream.session_id < 0:
+            if not self.is_client and not stream.request_seen:
                 raise ProtocolViolation(H3ErrorCode.H3_FRAME_UNEXPECTED, "DATA before HEADERS")
             return  # request body of a request that is not a session: ignored
         for ctype, value, _end in session.capsules.feed(payload):

@@ -180,7 +180,7 @@ class SessionLayer(StreamTable):
             return
         stream.session = session
         session.streams.add(stream_id)
-        opened = ev.StreamOpened(session_id, stream_id, not stream.unidir)
+        opened = ev.StreamOpened(session_id, stream_id, not stream.unidirectional)
         if session.is_open:
             self._count_peer_stream(session, stream)
             self._events.append(opened)
@@ -193,15 +193,16 @@ class SessionLayer(StreamTable):
             self._early_count += 1
             stream.early_since = now
             session.early.append(opened)
-        if replay or stream.fin:
-            self._deliver(stream_id, stream, session, replay, stream.fin)
+        if replay or stream.ended:
+            self._deliver(stream_id, stream, session, replay, stream.ended)
 
     def _on_wt_data(self, stream_id: int, stream: Stream, data: bytes, fin: bool) -> None:
         session = stream.session
         if session is None:  # waiting for its session: keep the bytes (bounded below)
-            if stream.session_id >= 0:
+            if stream.session_id is not None:
                 stream.buf += data
-                stream.fin = stream.fin or fin
+                if fin:
+                    stream.end_receiving()
                 if len(stream.buf) > self.max_early_bytes:
                     self._refuse(stream_id, H3ErrorCode.WT_BUFFERED_STREAM_REJECTED)
             return
@@ -211,7 +212,7 @@ class SessionLayer(StreamTable):
         self, stream_id: int, stream: Stream, session: SessionState, data: bytes, fin: bool
     ) -> None:
         if fin:
-            stream.fin = True
+            stream.end_receiving()
         event = ev.StreamData(stream_id, data, fin)
         if session.is_open:
             fc = session.fc
@@ -258,7 +259,7 @@ class SessionLayer(StreamTable):
                 self._finish_session(session, 0, f"CONNECT stream reset (0x{code:x})", by_peer=True)
             self._forget(stream_id)
             return
-        stream.fin = True
+        stream.end_receiving()
         if kind in (Kind.IGNORED, Kind.UNKNOWN, Kind.REQUEST):
             self._forget(stream_id)  # not (or not yet) a session's stream: nothing else to do
             return

@@ -53,8 +53,39 @@ class Kind(Enum):
     IGNORED = "ignored"
 
 
+class Receiving(Enum):
+    """Where a stream's receiving side is."""
+
+    OPEN = "open"  # bytes may arrive, and the application reads them
+    ENDED = "ended"  # nothing more arrives (FIN or reset received, or we stopped it)
+    RELEASED = "released"  # the application is done with it; what still arrives is dropped
+    DONE = "done"  # both: nothing is left of the receiving side
+
+
+class Sending(Enum):
+    """Where a stream's sending side is."""
+
+    NONE = "none"  # a peer's unidirectional stream: we never send on it
+    OPEN = "open"
+    DONE = "done"  # our FIN or reset went out
+
+
+_RECEIVING_STEPS = {
+    (Receiving.OPEN, Receiving.ENDED),
+    (Receiving.OPEN, Receiving.RELEASED),
+    (Receiving.OPEN, Receiving.DONE),
+    (Receiving.ENDED, Receiving.DONE),
+    (Receiving.RELEASED, Receiving.DONE),
+}
+_SENDING_STEPS = {(Sending.OPEN, Sending.DONE)}
+
+
 class Stream:
-    """What the core knows about one QUIC stream."""
+    """What the core knows about one QUIC stream.
+
+    Its two sides change state only through :meth:`set_state` (which checks the step and logs
+    it); :meth:`end_receiving`, :meth:`release` and :meth:`end_sending` name the usual steps.
+    """
 
     __slots__ = (
         "buf",
@@ -62,28 +93,76 @@ class Stream:
         "counted",
         "delivered",
         "early_since",
-        "fin",
         "kind",
         "reader",
-        "released",
+        "receiving",
+        "request_seen",
+        "sending",
         "session",
         "session_id",
-        "unidir",
+        "unidirectional",
     )
 
-    def __init__(self, kind: Kind, unidir: bool) -> None:
+    def __init__(self, kind: Kind, unidirectional: bool, *, local: bool = False) -> None:
         self.kind = kind
-        self.unidir = unidir  # also: our sending side is finished
+        self.unidirectional = unidirectional
+        # Our own unidirectional stream receives nothing; a peer's sends us nothing to answer.
+        self.receiving = Receiving.DONE if unidirectional and local else Receiving.OPEN
+        self.sending = Sending.NONE if unidirectional and not local else Sending.OPEN
         self.buf = b""
         self.reader: TLVReader | None = None
         self.session: SessionState | None = None
-        self.session_id = -1
-        self.fin = False  # nothing more arrives (FIN or reset received, or we stopped it)
-        self.released = False  # the application is done with the receiving side
+        self.session_id: int | None = None  # the session it belongs to, once known
+        self.request_seen = False  # request stream: its HEADERS arrived
         self.counted = False  # counted against the session's stream credit
         self.delivered = 0  # payload bytes counted against the session's data credit
         self.consumed = 0  # of those, what the application consumed
-        self.early_since: float | None = None
+        self.early_since: float | None = None  # waiting for its session since (None: not)
+
+    @property
+    def ended(self) -> bool:
+        """Nothing more arrives: FIN or reset received, or we stopped it."""
+        return self.receiving in (Receiving.ENDED, Receiving.DONE)
+
+    @property
+    def released(self) -> bool:
+        """The application is done with the receiving side."""
+        return self.receiving in (Receiving.RELEASED, Receiving.DONE)
+
+    @property
+    def sending_done(self) -> bool:
+        """Our sending side is over (FIN or reset sent) or never existed."""
+        return self.sending is not Sending.OPEN
+
+    def set_state(
+        self, *, receiving: Receiving | None = None, sending: Sending | None = None
+    ) -> None:
+        """The one place a stream's sides change state."""
+        if receiving is not None and receiving is not self.receiving:
+            if (self.receiving, receiving) not in _RECEIVING_STEPS:
+                raise AssertionError(f"stream receiving: {self.receiving} -> {receiving}")
+            logger.debug("stream receiving: %s -> %s", self.receiving.value, receiving.value)
+            self.receiving = receiving
+        if sending is not None and sending is not self.sending:
+            if (self.sending, sending) not in _SENDING_STEPS:
+                raise AssertionError(f"stream sending: {self.sending} -> {sending}")
+            logger.debug("stream sending: %s -> %s", self.sending.value, sending.value)
+            self.sending = sending
+
+    def end_receiving(self) -> None:
+        """Nothing more arrives on this stream."""
+        if not self.ended:
+            self.set_state(receiving=Receiving.DONE if self.released else Receiving.ENDED)
+
+    def release(self) -> None:
+        """The application is done with the receiving side."""
+        if not self.released:
+            self.set_state(receiving=Receiving.DONE if self.ended else Receiving.RELEASED)
+
+    def end_sending(self) -> None:
+        """Our FIN or reset went out (a side that never existed stays as it is)."""
+        if self.sending is Sending.OPEN:
+            self.set_state(sending=Sending.DONE)
 
 
 class StreamTable:
@@ -161,7 +240,7 @@ class StreamTable:
         kind = Kind.UNKNOWN if peer_initiated else Kind.IGNORED
         if peer_initiated and not stream_id & 2 and stream_id > self._max_peer_request:
             self._max_peer_request = stream_id
-        stream = Stream(kind, bool(stream_id & 2))
+        stream = Stream(kind, bool(stream_id & 2), local=not peer_initiated)
         self._streams[stream_id] = stream
         return stream
 
@@ -169,7 +248,7 @@ class StreamTable:
         fc = session.fc
         if fc is None:
             return
-        bidi = not stream.unidir
+        bidi = not stream.unidirectional
         stream.counted = True
         fc.peer_opened[bidi] += 1
         # Draft: opening more streams than granted "MUST be treated as a flow control error".
@@ -195,14 +274,14 @@ class StreamTable:
         self._close_counted(stream_id, stream)
         stream.kind = Kind.IGNORED
         stream.session = None
-        if stream.fin:
+        if stream.ended:
             self._forget(stream_id)
 
     def _release_receive(self, stream_id: int, stream: Stream) -> None:
         """The receiving side is done with: unread bytes give their session credit back."""
         if stream.released:
             return
-        stream.released = True
+        stream.release()
         self.engine.untrack_consumption(stream_id)
         session = stream.session
         if session is not None and session.fc is not None:
@@ -221,9 +300,7 @@ class StreamTable:
             self._grant(session, session.fc)
 
     def _local_send_done(self, stream_id: int, stream: Stream) -> None:
-        if stream.unidir and not stream.fin:
-            return  # a peer's uni stream: we never send on it
-        stream.unidir = True  # our direction is finished: only the receive side remains
+        stream.end_sending()
         self._forget_if_done(stream_id, stream)
 
     def _forget_if_done(self, stream_id: int, stream: Stream) -> None:
@@ -232,7 +309,7 @@ class StreamTable:
         Receiving is done when nothing more arrives (FIN or reset) and the application
         released it; sending when our FIN or reset went out (or the stream is the peer's uni).
         """
-        if stream.fin and stream.released and stream.unidir:
+        if stream.receiving is Receiving.DONE and stream.sending_done:
             self._forget(stream_id)
 
     def _forget(self, stream_id: int) -> None:
@@ -293,11 +370,12 @@ class StreamTable:
         self._early_count -= 1
         session = stream.session
         if session is None:
-            waiting = self._unknown_early.get(stream.session_id)
-            if waiting is not None and stream_id in waiting:
+            session_id = stream.session_id
+            waiting = None if session_id is None else self._unknown_early.get(session_id)
+            if session_id is not None and waiting is not None and stream_id in waiting:
                 waiting.remove(stream_id)
                 if not waiting:
-                    del self._unknown_early[stream.session_id]
+                    del self._unknown_early[session_id]
             return
         session.early_streams -= 1
         session.early = [e for e in session.early if getattr(e, "stream_id", None) != stream_id]
