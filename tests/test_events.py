@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import builtins
 import logging
 import time
 
@@ -413,7 +412,7 @@ async def test_wait_for_times_out_with_the_library_timeout_error() -> None:
     emitter = EventEmitter()
     with pytest.raises(exceptions.TimeoutError, match="session_ready") as caught:
         await emitter.wait_for(EventType.SESSION_READY, timeout=0.01)
-    assert isinstance(caught.value, builtins.TimeoutError)
+    assert isinstance(caught.value, TimeoutError)
     assert isinstance(caught.value, exceptions.WebTransportError)
     assert emitter._event_waiters == {}  # the timed-out waiter is gone
 
@@ -438,10 +437,10 @@ async def test_condition_raising_timeout_error_is_not_taken_for_the_deadline() -
     emitter = EventEmitter()
 
     def condition(event: Event) -> bool:
-        raise builtins.TimeoutError("from the predicate")
+        raise TimeoutError("from the predicate")
 
     asyncio.get_running_loop().call_soon(emitter.emit, EventType.SESSION_READY)
-    with pytest.raises(builtins.TimeoutError, match="from the predicate") as caught:
+    with pytest.raises(TimeoutError, match="from the predicate") as caught:
         await emitter.wait_for(EventType.SESSION_READY, timeout=T, condition=condition)
     assert not isinstance(caught.value, exceptions.WebTransportError)
 

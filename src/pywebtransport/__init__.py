@@ -1,8 +1,12 @@
 """pywebtransport: WebTransport over HTTP/3 for asyncio, client and server.
 
 The layers, bottom up: :mod:`pywebtransport.protocol` (the sans-I/O core), the asyncio layer
-(:mod:`.connection`, :mod:`.session`, :mod:`.stream`, :mod:`.datagram`), and the client and server
-APIs (:mod:`pywebtransport.client`, :mod:`pywebtransport.server`).
+(:mod:`.connection`, :mod:`.session`, :mod:`.stream`, :mod:`.datagram`), the client and server
+APIs (:mod:`pywebtransport.client`, :mod:`pywebtransport.server`), the message layer
+(:mod:`pywebtransport.messaging`), topics (:mod:`pywebtransport.pubsub`), and the programs on top
+(the command line, :mod:`pywebtransport.cli`, and its demo's web pieces, :mod:`pywebtransport.web`).
+This module re-exports the client and server APIs, the asyncio layer's classes and the
+exceptions.
 """
 
 from __future__ import annotations

@@ -6,13 +6,13 @@
   that talks to them from a browser (it loads ``/pywebtransport/messaging.js``, served from the
   package). Once both listen it prints one line ``READY udp=<port> http=<port> hash=<hex>``, and one
   ``REPORT <json>`` line for every summary the demo page posts.
-- ``connect`` opens a session to a URL, measures stream and datagram round trips and exits 0 on
-  success; failures exit with a distinct status and a one-line explanation.
   With ``--workers N`` the UDP port is served by N worker processes (``SO_REUSEPORT``), each
   announced by a ``WORKER`` line and summed up by a ``WORKER-EXIT`` line when serve stops. A
   certificate serve generated itself is replaced every 12 days (it is valid for 13); each
   rotation prints ``ROTATED hash=<hex>`` and the demo page's ``/config.json`` follows it.
   ``--engine qh3`` runs the QUIC connections on qh3 instead of aioquic (``ServerConfig.engine``).
+- ``connect`` opens a session to a URL, measures stream and datagram round trips and exits 0 on
+  success; failures exit with a distinct status and a one-line explanation.
 - ``cert generate`` writes a browser-compatible self-signed certificate and prints its hash.
 """
 

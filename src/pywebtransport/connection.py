@@ -1,10 +1,14 @@
-"""One QUIC connection for asyncio: the core, a UDP transport, one timer and a transmit step.
+"""One QUIC connection for asyncio: the core, a batch sender, the core's timer and a transmit step.
 
-Received datagrams go straight into the core; the events it produces are dispatched to the
-session and stream objects; one ``call_soon`` transmit step per loop iteration sends whatever
-the core has queued (so a burst of received packets is answered in one batch) and re-arms the
-single timer. Writers that wait for send capacity are woken from the transmit step, after the
-acknowledgements that freed it were processed.
+Received datagrams go straight into the core, a batch at a time (what one read pass of the UDP
+endpoint brought for this connection); the events it produces are dispatched to the session and
+stream objects; one ``call_soon`` transmit step per loop iteration hands whatever the core has
+queued to the sender in one call (so a burst of received packets is answered in one batch) and
+re-arms the core's timer (one timer handle, replaced only when the core's deadline moves
+earlier). Writers that wait for send capacity are woken from the transmit step, after the
+acknowledgements that freed it were processed. Optional timers beside it: keep-alive PINGs while
+sessions are open, and a liveness deadline that declares the connection lost after
+``idle_timeout`` without a packet from the peer.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .exceptions import ConnectionError, HandshakeError
+from . import exceptions as errors
+from .exceptions import HandshakeError
 from .protocol import WebTransportProtocol
 from .protocol import events as ev
 from .protocol.wire import H3ErrorCode
@@ -207,7 +212,9 @@ class WebTransportConnection:
             return
         deadline = self._last_received + self._idle_timeout
         if self.loop.time() >= deadline:
-            self._terminate(ConnectionError(f"no packet from the peer in {self._idle_timeout} s"))
+            self._terminate(
+                errors.ConnectionError(f"no packet from the peer in {self._idle_timeout} s")
+            )
             return
         self._liveness = self.loop.call_at(deadline, self._check_liveness)
 
@@ -229,7 +236,7 @@ class WebTransportConnection:
         """The socket reported an error (for example ICMP port unreachable)."""
         logger.debug("socket error on %r: %s", self, exc)
         if self.is_client and not self.handshake_done.done():
-            self._terminate(ConnectionError(f"cannot reach {self.remote_address}: {exc}"))
+            self._terminate(errors.ConnectionError(f"cannot reach {self.remote_address}: {exc}"))
 
     # ----------------------------------------------------------------------------- sessions
 
@@ -282,7 +289,7 @@ class WebTransportConnection:
         silent or spoofed client has had all of that in retransmissions by then; a
         CONNECTION_CLOSE would go over. The peer times out as it would for any lost server.
         """
-        self._terminate(ConnectionError(f"connection abandoned: {reason}"), silent=True)
+        self._terminate(errors.ConnectionError(f"connection abandoned: {reason}"), silent=True)
 
     async def wait_closed(self) -> None:
         """Wait until the connection has terminated."""
@@ -354,7 +361,7 @@ class WebTransportConnection:
                 self.settings_received.set_result(None)
         elif isinstance(event, ev.ConnectionTerminated):
             self._terminate(
-                ConnectionError(
+                errors.ConnectionError(
                     f"connection closed: {event.reason or 'no reason'}",
                     error_code=event.error_code,
                 ),
@@ -365,7 +372,7 @@ class WebTransportConnection:
 
     def _terminate(
         self,
-        exc: ConnectionError,
+        exc: errors.ConnectionError,
         event: ev.ConnectionTerminated | None = None,
         *,
         silent: bool = False,

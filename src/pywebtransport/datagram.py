@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import exceptions as errors
 from .events import EventType
-from .exceptions import DatagramError, SessionError, TimeoutError, WebTransportError
+from .exceptions import DatagramError, SessionError, WebTransportError
 from .protocol import DatagramTooLarge, ProtocolUsageError
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class WebTransportDatagramTransport:
         """Wait for the next datagram.
 
         Raises:
-            TimeoutError: none arrived within ``timeout`` seconds.
+            pywebtransport.TimeoutError: none arrived within ``timeout`` seconds.
             SessionError: the session closed and the queue is empty.
         """
         while not self._queue:
@@ -105,8 +106,8 @@ class WebTransportDatagramTransport:
                 else:
                     async with asyncio.timeout(timeout):
                         await self._waiter
-            except builtins_timeout:
-                raise TimeoutError(f"no datagram within {timeout} s") from None
+            except TimeoutError:
+                raise errors.TimeoutError(f"no datagram within {timeout} s") from None
             finally:
                 self._waiter = None
         return self._queue.popleft()
@@ -152,6 +153,3 @@ class WebTransportDatagramTransport:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-
-builtins_timeout = asyncio.TimeoutError

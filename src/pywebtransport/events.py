@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from . import exceptions as errors
+
 __all__ = ["Event", "EventEmitter", "EventHandler", "EventType"]
 
 logger = logging.getLogger(__name__)
@@ -206,7 +208,7 @@ class EventEmitter:
             The matching event.
 
         Raises:
-            pywebtransport.exceptions.TimeoutError: ``timeout`` passed first.
+            pywebtransport.TimeoutError: ``timeout`` passed first.
         """
         key = _key(event_type)
         waiter = _Waiter(asyncio.get_running_loop().create_future(), condition)
@@ -217,9 +219,7 @@ class EventEmitter:
         except TimeoutError as error:
             if not deadline.expired():
                 raise  # raised by the condition, not by the deadline
-            from pywebtransport.exceptions import TimeoutError as WebTransportTimeoutError
-
-            raise WebTransportTimeoutError(f"no {key!r} event within {timeout} seconds") from error
+            raise errors.TimeoutError(f"no {key!r} event within {timeout} seconds") from error
         finally:
             self._remove_waiter(key, waiter)
 

@@ -1,15 +1,16 @@
 """WebTransport sessions for asyncio.
 
-A session object is created by the connection when a CONNECT is sent (client) or received
-(server). Its state moves CONNECTING -> READY -> (DRAINING) -> CLOSED through :meth:`_set_state`
-only. When the session or its connection ends for any reason, :meth:`_on_closed` wakes every
-waiter at once: blocked reads and writes raise, ``wait_closed()`` returns, ``is_ready`` is false.
+A session object is created by the client when it sends a CONNECT and by the server when one
+arrives, and is added to its connection, which routes the core's events to it. The server layer
+answers the CONNECT with :func:`accept_session` or :func:`reject_session`. The session's state
+moves CONNECTING -> READY -> (DRAINING) -> CLOSED through :meth:`_set_state` only. When the
+session or its connection ends for any reason, :meth:`_on_closed` wakes every waiter at once:
+blocked reads and writes raise, ``wait_closed()`` returns, ``is_ready`` is false.
 """
 
 from __future__ import annotations
 
 import asyncio
-import builtins
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -17,9 +18,10 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from . import exceptions as errors
 from .datagram import WebTransportDatagramTransport
 from .events import EventEmitter, EventType
-from .exceptions import FlowControlError, SessionError, StreamError, TimeoutError
+from .exceptions import FlowControlError, SessionError, StreamError
 from .protocol import CreditExhausted, ProtocolUsageError
 from .protocol.subprotocol import PROTOCOL, chosen_protocol, encode_protocol
 from .stream import AnyStream, WebTransportReceiveStream, WebTransportSendStream, WebTransportStream
@@ -251,13 +253,15 @@ class WebTransportSession(EventEmitter):
         """Wait until the session is ready.
 
         Raises:
-            SessionError: it closed first.  TimeoutError: ``timeout`` passed.
+            SessionError: it closed first.  pywebtransport.TimeoutError: ``timeout`` passed.
         """
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(self._ready)
-        except builtins.TimeoutError:
-            raise TimeoutError(f"session {self._session_id} not ready in {timeout} s") from None
+        except TimeoutError:
+            raise errors.TimeoutError(
+                f"session {self._session_id} not ready in {timeout} s"
+            ) from None
 
     async def wait_closed(self) -> None:
         """Wait until the session has ended."""
@@ -332,7 +336,7 @@ class WebTransportSession(EventEmitter):
                         await self._wait_credit()
                     except ProtocolUsageError as exc:
                         raise SessionError(str(exc)) from None
-        except builtins.TimeoutError:
+        except TimeoutError:
             raise FlowControlError(f"no stream credit within {timeout} s") from None
         cls = WebTransportStream if bidirectional else WebTransportSendStream
         stream = cls(self, stream_id)
@@ -416,8 +420,8 @@ class WebTransportSession(EventEmitter):
                         await self._incoming_waiter
                     finally:
                         self._incoming_waiter = None
-        except builtins.TimeoutError:
-            raise TimeoutError(f"no incoming stream within {timeout} s") from None
+        except TimeoutError:
+            raise errors.TimeoutError(f"no incoming stream within {timeout} s") from None
 
     async def accept_bidirectional_stream(
         self, *, timeout: float | None = None

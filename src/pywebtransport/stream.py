@@ -1,6 +1,9 @@
-"""WebTransport streams for asyncio: reading with bounded waits, writing with real backpressure.
+"""WebTransport streams for asyncio: reads that return receive credit, writes with backpressure.
 
-A receive side buffers what the core delivered until the application reads it. A send side hands
+A receive side buffers what the core delivered until the application reads it, and reports the
+bytes as consumed (so the peer gets receive credit) only as they are read; a read that waits for
+more than is buffered counts the buffered bytes as read. Reads wait on a future, without polling
+and without a deadline of their own (bound them with ``asyncio.timeout``). A send side hands
 bytes to the core only as far as :meth:`WebTransportProtocol.send_capacity` allows: the stream's
 unacknowledged bytes in the QUIC engine stay under ``stream_buffer_size`` and session flow-control
 credit is respected, so ``write()`` waits while the peer does not keep up.

@@ -19,14 +19,13 @@ from pywebtransport import (
     ClientConfig,
     ClientError,
     ConfigurationError,
-    ConnectionError,
     HandshakeError,
     SessionError,
     StreamError,
-    TimeoutError,
     WebTransportClient,
     WebTransportServer,
 )
+from pywebtransport import exceptions as errors
 from pywebtransport.events import Event, EventType
 from tests.certs import CertBundle, make_cert
 from tests.conftest import T, url
@@ -52,7 +51,7 @@ async def test_timeout_when_nobody_answers(client_config: ClientConfig) -> None:
         port = silent.getsockname()[1]
         async with WebTransportClient(config=client_config) as client:
             start = time.monotonic()
-            with pytest.raises(TimeoutError):
+            with pytest.raises(errors.TimeoutError):
                 await client.connect(url=f"https://127.0.0.1:{port}/echo", timeout=0.5)
             assert 0.45 <= time.monotonic() - start < 0.5 + T / 5
     finally:
@@ -65,7 +64,7 @@ async def test_unreachable_port_is_a_connection_error(client_config: ClientConfi
     port = probe.getsockname()[1]
     probe.close()  # nothing listens there now: the kernel answers ICMP port unreachable
     async with asyncio.timeout(T), WebTransportClient(config=client_config) as client:
-        with pytest.raises(ConnectionError) as info:
+        with pytest.raises(errors.ConnectionError) as info:
             await client.connect(url=f"https://127.0.0.1:{port}/echo", timeout=3)
         assert not isinstance(info.value, CertificateError)
 
@@ -210,7 +209,7 @@ async def test_idle_session_outlives_idle_timeout_with_keep_alive(
     async with asyncio.timeout(T), WebTransportClient(config=config) as client:
         session = await client.connect(url=url(server))
         # Wait three idle timeouts' worth on the session itself: it must not close.
-        with pytest.raises(asyncio.TimeoutError):
+        with pytest.raises(TimeoutError):
             async with asyncio.timeout(1.8):
                 await session.wait_closed()
         assert session.is_ready
@@ -280,5 +279,5 @@ async def test_ip_literals_need_no_lookup_and_names_are_resolved(
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(loop, "getaddrinfo", no_answer)  # no query leaves the machine
-    with pytest.raises(ConnectionError, match=r"cannot resolve unknown\.test"):
+    with pytest.raises(errors.ConnectionError, match=r"cannot resolve unknown\.test"):
         await _resolve(loop, "unknown.test", 4433)

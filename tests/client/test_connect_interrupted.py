@@ -28,8 +28,8 @@ from pywebtransport import (
     WebTransportClient,
     WebTransportServer,
     WebTransportSession,
+    exceptions,
 )
-from pywebtransport import TimeoutError as WTTimeoutError
 from pywebtransport._engine import engine_factory
 from pywebtransport.connection import WebTransportConnection
 from pywebtransport.protocol.quic import EngineTerminated, QuicSettings
@@ -249,7 +249,7 @@ async def test_deadline_expires_while_handshake_packets_are_in_flight(
                 try:
                     async with asyncio.timeout(T):
                         session = await client.connect(url=target)
-                except WTTimeoutError:
+                except exceptions.TimeoutError:
                     timed_out += 1
                     await assert_clean(client, opened.endpoints[before:], loop_errors)
                 else:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pywebtransport import ClientConfig, WebTransportSession
-from pywebtransport.exceptions import TimeoutError as WebTransportTimeoutError
+from pywebtransport import exceptions as errors
 from pywebtransport.messaging import (
     Channel,
     ChannelClosed,
@@ -174,7 +174,7 @@ async def test_timeout_cancels_the_remote_handler(
     async with asyncio.timeout(4 * T), client_peer(cert, client_config) as peer:
         with pytest.raises(RpcTimeoutError) as caught:
             await peer.call("slow", ["t"], timeout=0.3)
-        assert isinstance(caught.value, WebTransportTimeoutError)
+        assert isinstance(caught.value, errors.TimeoutError)
         assert started["t"].is_set()
         await cancelled["t"].wait()  # rpc.cancel reached the server's handler
         assert peer.stats["timeouts"] == 1
@@ -240,7 +240,7 @@ async def test_notifications_are_never_answered(
         await peer.notify("missing-method")  # no error comes back for a notification
         await peer.notify("log", {"line": "two"})
         assert [await got.get(), await got.get()] == ["one", "two"]
-        with pytest.raises(asyncio.TimeoutError):
+        with pytest.raises(TimeoutError):
             await channel.receive(timeout=0.2)  # nothing was answered (or sent) to us
         assert peer.stats["notifications_sent"] == 3
         await peer.close()

@@ -1,4 +1,9 @@
-"""The client API: WebTransportClient and the higher-level clients (see docs/client.md)."""
+"""The client API (see docs/client.md).
+
+WebTransportClient and its ClientStats; the higher-level clients built on it (ClientPool,
+PooledClient, ReconnectingClient, WebTransportBrowser); ClientMonitor; and two utility
+functions, a request benchmark and a connectivity check.
+"""
 
 from __future__ import annotations
 

@@ -106,8 +106,9 @@ class WebTransportBrowser(AsyncLifecycle):
 
         Raises:
             ClientError: the browser is not entered, or closed.
-            ConfigurationError, TimeoutError, HandshakeError, ConnectionError: the connect
-                failed; history, position and current session are as before the call.
+            ConfigurationError, pywebtransport.TimeoutError, HandshakeError,
+                pywebtransport.ConnectionError: the connect failed; history, position and
+                current session are as before the call.
         """
         self._check_usable()
         key = parse_url(url).key

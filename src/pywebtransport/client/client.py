@@ -1,9 +1,12 @@
-"""WebTransportClient: opens sessions, one QUIC connection per session."""
+"""WebTransportClient: opens sessions, each on a QUIC connection of its own.
+
+With ``reuse_connections`` a session may instead share an open connection to the same host and
+port, when the server's SETTINGS allow another session there and it has not sent GOAWAY.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import hashlib
 import ipaddress
@@ -14,16 +17,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import exceptions as errors
 from .._engine import cached_engine_factory, client_settings
 from ..config import ClientConfig
 from ..connection import WebTransportConnection
 from ..events import EventEmitter, EventType
-from ..exceptions import (
-    CertificateError,
-    ConnectionError,
-    TimeoutError,
-    WebTransportError,
-)
+from ..exceptions import CertificateError, WebTransportError
 from ..protocol import LocalLimits, ProtocolUsageError, WebTransportProtocol
 from ..protocol.quic import QuicSettings
 from ..protocol.subprotocol import AVAILABLE_PROTOCOLS, encode_protocol_list, offered_protocols
@@ -212,10 +211,10 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
 
         Raises:
             ConfigurationError: the URL is malformed or not https.
-            TimeoutError: the deadline passed.
+            pywebtransport.TimeoutError: the deadline passed.
             HandshakeError: the server answered a non-2xx status (``.status``).
             CertificateError: TLS verification or hash pinning failed.
-            ConnectionError: unreachable, refused, or no WebTransport on the server.
+            pywebtransport.ConnectionError: unreachable, refused, or no WebTransport on the server.
             ClientError: the client is not entered or closed.
         """
         self._check_usable()
@@ -230,8 +229,8 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
                     session = await self._request(shared, target, self._merged_headers(headers))
                 else:
                     session = await self._open(target, self._merged_headers(headers), holder)
-        except builtins.TimeoutError:
-            error = TimeoutError(f"no session with {url} within {deadline} s")
+        except TimeoutError:
+            error = errors.TimeoutError(f"no session with {url} within {deadline} s")
             self._failed(holder, f"timeout after {deadline} s", url, error)
             raise error from None
         except WebTransportError as exc:
@@ -292,7 +291,7 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
         try:
             sock = open_udp_socket(remote=addr, family=family)
         except OSError as exc:
-            raise ConnectionError(f"cannot reach {target.authority}: {exc}") from None
+            raise errors.ConnectionError(f"cannot reach {target.authority}: {exc}") from None
         cfg = self._config
         protocol = WebTransportProtocol(
             cached_engine_factory(cfg.engine, self._quic_settings(target.host)).create(),
@@ -346,7 +345,7 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
     async def _handshake(self, conn: WebTransportConnection) -> None:
         try:
             await conn.handshake_done
-        except ConnectionError as exc:
+        except errors.ConnectionError as exc:
             code = exc.error_code or 0
             if _CRYPTO_ERROR_FIRST <= code <= _CRYPTO_ERROR_LAST:
                 raise CertificateError(
@@ -366,7 +365,7 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
                 )
         await conn.settings_received
         if conn.protocol.dialect is None:
-            raise ConnectionError("the server's SETTINGS do not offer WebTransport")
+            raise errors.ConnectionError("the server's SETTINGS do not offer WebTransport")
 
     async def _request(
         self,
@@ -379,7 +378,7 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
                 authority=target.authority, path=target.path, headers=headers
             )
         except ProtocolUsageError as exc:
-            raise ConnectionError(str(exc)) from None
+            raise errors.ConnectionError(str(exc)) from None
         session = WebTransportSession(
             conn,
             sid,
@@ -455,7 +454,7 @@ async def _resolve(
     thread on every connect); names are resolved, and the first answer is used.
 
     Raises:
-        ConnectionError: the name does not resolve.
+        pywebtransport.ConnectionError: the name does not resolve.
     """
     try:
         literal = ipaddress.ip_address(host)
@@ -468,6 +467,6 @@ async def _resolve(
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except OSError as exc:
-        raise ConnectionError(f"cannot resolve {host}: {exc}") from None
+        raise errors.ConnectionError(f"cannot resolve {host}: {exc}") from None
     family, _, _, _, addr = infos[0]
     return family, addr

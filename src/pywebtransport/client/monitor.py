@@ -2,7 +2,9 @@
 
 Theory of operation: entering ``async with ClientMonitor(client)`` takes one sample at once and
 starts a task that takes another every ``monitoring_interval`` seconds, on a fixed schedule
-(``start + k * interval``) so that the samples do not drift. Each sample is a copy of
+(``start + k * interval``) so that the samples do not drift. Time is read from the monitor's
+clock (``time.monotonic`` unless another is given) and waited for with its sleep
+(``asyncio.sleep``), so a test can step time by hand. Each sample is a copy of
 ``client.stats`` plus a timestamp, kept in a bounded history. The sample is checked against the
 thresholds; a condition that holds raises an alert only when it did not hold at the previous
 sample, so a persisting problem is reported once and again only after it cleared and came back.
@@ -18,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Self
 
 from ..events import EventEmitter
@@ -54,6 +57,9 @@ class ClientMonitor(EventEmitter):
         min_attempts: ...once at least this many connections were attempted.
         slow_connect_threshold: an average connect time above this (seconds) raises
             ``slow_connects``.
+        clock: a monotonic clock in seconds: the samples' timestamps and the schedule.
+        sleep: waits the given seconds of ``clock`` between samples. A test passes a fake
+            clock and a sleep that returns when the test steps that clock.
 
     Raises:
         ValueError: an interval, size or threshold is not positive.
@@ -69,6 +75,8 @@ class ClientMonitor(EventEmitter):
         min_success_rate: float = 0.9,
         min_attempts: int = 4,
         slow_connect_threshold: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         super().__init__()
         if monitoring_interval <= 0:
@@ -82,6 +90,8 @@ class ClientMonitor(EventEmitter):
         self._min_success_rate = min_success_rate
         self._min_attempts = min_attempts
         self._slow_connect_threshold = slow_connect_threshold
+        self._clock = clock
+        self._sleep = sleep
         self._history: deque[dict[str, Any]] = deque(maxlen=history_size)
         self._alerts: deque[dict[str, Any]] = deque(maxlen=max_alerts)
         self._active: set[str] = set()
@@ -142,16 +152,15 @@ class ClientMonitor(EventEmitter):
             await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        start = self._clock()
         ticks = 0
         while True:
             ticks += 1
-            delay = start + ticks * self._interval - loop.time()
+            delay = start + ticks * self._interval - self._clock()
             if delay < 0:  # fell behind (a blocked loop): skip the missed ticks
                 ticks += int(-delay // self._interval) + 1
-                delay = start + ticks * self._interval - loop.time()
-            await asyncio.sleep(delay)
+                delay = start + ticks * self._interval - self._clock()
+            await self._sleep(delay)
             try:
                 self._sample()
             except Exception:
@@ -161,7 +170,7 @@ class ClientMonitor(EventEmitter):
 
     def _sample(self) -> None:
         metrics: dict[str, Any] = dict(self._client.stats)
-        metrics["timestamp"] = time.monotonic()
+        metrics["timestamp"] = self._clock()
         metrics["sample"] = self._samples
         metrics["is_closed"] = self._client.is_closed
         self._samples += 1

@@ -18,14 +18,14 @@ waiter, which then raises ``ClientError``.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass, field
 
+from .. import exceptions as errors
 from ..config import ClientConfig
-from ..exceptions import ClientError, ConfigurationError, TimeoutError, WebTransportError
+from ..exceptions import ClientError, ConfigurationError, WebTransportError
 from ..session import SessionState, WebTransportSession
 from ._lifecycle import AsyncLifecycle
 from ._url import parse_url
@@ -216,8 +216,9 @@ class PooledClient(AsyncLifecycle):
 
         Raises:
             ClientError: the pooled client is not entered, or closed (also while waiting).
-            TimeoutError: no session within ``connect_timeout``.
-            ConfigurationError, HandshakeError, ConnectionError: as ``WebTransportClient.connect``.
+            pywebtransport.TimeoutError: no session within ``connect_timeout``.
+            ConfigurationError, HandshakeError, pywebtransport.ConnectionError: as
+                ``WebTransportClient.connect``.
         """
         self._check_usable()
         key = parse_url(url).key
@@ -270,8 +271,8 @@ class PooledClient(AsyncLifecycle):
                         raise
                     finally:
                         pool.waiting -= 1
-        except builtins.TimeoutError:
-            raise TimeoutError(
+        except TimeoutError:
+            raise errors.TimeoutError(
                 f"no pooled session within {self._client.config.connect_timeout} s "
                 f"({self._pool_size} in use)"
             ) from None

@@ -7,7 +7,6 @@ returned dict, so the functions can be pointed at any URL.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import math
 import statistics
@@ -162,7 +161,7 @@ async def test_client_connectivity(
         start = time.perf_counter()
         try:
             session = await client.connect(url=url, timeout=timeout)
-        except (WebTransportError, OSError, builtins.TimeoutError) as exc:
+        except (WebTransportError, OSError, TimeoutError) as exc:
             error = {"type": type(exc).__name__, "message": str(exc)}
             status = getattr(exc, "status", None)
             if status is not None:

@@ -12,7 +12,6 @@ does not decode is reported for that message only.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import logging
 import struct
 from collections import deque
@@ -20,7 +19,8 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import StreamError, TimeoutError, WebTransportError
+from .. import exceptions as errors
+from ..exceptions import StreamError, WebTransportError
 from .errors import (
     ChannelClosed,
     ChannelProtocolError,
@@ -222,7 +222,7 @@ class Channel:
                 or aborted here, or the session ended.
             DecodeError: this message did not decode; the next call returns the next message.
             ChannelProtocolError: the peer broke the framing rules (the channel is reset).
-            TimeoutError: nothing arrived within ``timeout`` seconds.
+            pywebtransport.TimeoutError: nothing arrived within ``timeout`` seconds.
         """
         if not self._frames:
             await self._fill(timeout)
@@ -258,8 +258,10 @@ class Channel:
             async with asyncio.timeout(timeout):
                 while not self._frames:
                     await self._read_more()
-        except builtins.TimeoutError:
-            raise TimeoutError(f"no message on channel {self._name!r} within {timeout} s") from None
+        except TimeoutError:
+            raise errors.TimeoutError(
+                f"no message on channel {self._name!r} within {timeout} s"
+            ) from None
         finally:
             self._reading = False
 
@@ -304,9 +306,11 @@ class Channel:
             async with asyncio.timeout(timeout):
                 while not self._accepted:
                     await self._read_more()
-        except builtins.TimeoutError:
+        except TimeoutError:
             await self._abort(ErrorCode.CLOSED, "was not accepted in time")
-            raise TimeoutError(f"channel {self._name!r} not accepted within {timeout} s") from None
+            raise errors.TimeoutError(
+                f"channel {self._name!r} not accepted within {timeout} s"
+            ) from None
         except ChannelClosed as exc:
             if type(exc) is ChannelClosed and exc.error_code in _REFUSALS:
                 code = ErrorCode(exc.error_code)

@@ -8,13 +8,13 @@ then waits for the next one.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import ConfigurationError, DatagramError, TimeoutError, WebTransportError
+from .. import exceptions as errors
+from ..exceptions import ConfigurationError, DatagramError, WebTransportError
 from .codecs import Codec, get_codec
 from .errors import DecodeError, MessageTooLarge
 
@@ -90,7 +90,7 @@ class DatagramMessages:
         """The next valid datagram message (invalid ones are dropped and counted).
 
         Raises:
-            TimeoutError: none within ``timeout`` seconds.
+            pywebtransport.TimeoutError: none within ``timeout`` seconds.
             SessionError: the session closed and every datagram was delivered.
         """
         try:
@@ -101,8 +101,8 @@ class DatagramMessages:
                     if decoded is not _INVALID:
                         self._stats.received += 1
                         return decoded
-        except builtins.TimeoutError:
-            raise TimeoutError(f"no datagram message within {timeout} s") from None
+        except TimeoutError:
+            raise errors.TimeoutError(f"no datagram message within {timeout} s") from None
 
     def _decode(self, data: bytes) -> Any:
         try:

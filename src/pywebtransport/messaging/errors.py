@@ -3,15 +3,15 @@
 ::
 
     WebTransportError
-    └── MessagingError              a channel, datagram message or call failed
-        ├── ChannelClosed           the channel ended (closed, aborted, session gone); .error_code
-        │   └── ChannelRefused      the peer refused to open the channel; .error_code says why
-        ├── MessageTooLarge         a message exceeds the limit of the side that would receive it
-        ├── DecodeError             one received payload did not decode (the channel goes on)
-        ├── EncodeError             a value cannot be encoded by the channel's codec
-        ├── ChannelProtocolError    the peer broke the framing rules (the channel was reset)
-        └── RpcError                an error object: .code, .message, .data
-            └── RpcTimeoutError     a call got no answer in time (also a TimeoutError)
+    └── MessagingError                a channel, datagram message or call failed
+        ├── ChannelClosed             the channel ended (closed, aborted, session gone); .error_code
+        │   ├── ChannelRefused        the peer refused to open the channel; .error_code says why
+        │   └── ChannelProtocolError  the peer broke the framing rules (the channel was reset)
+        ├── MessageTooLarge           a message exceeds the limit of the side that would receive it
+        ├── DecodeError               one received payload did not decode (the channel goes on)
+        ├── EncodeError               a value the channel's codec cannot encode (also a ValueError)
+        └── RpcError                  an error object: .code, .message, .data
+            └── RpcTimeoutError       a call timed out (also a pywebtransport.TimeoutError)
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Any
 
-from ..exceptions import TimeoutError, WebTransportError
+from .. import exceptions as errors
+from ..exceptions import WebTransportError
 
 
 class ErrorCode(IntEnum):
@@ -97,7 +98,7 @@ class RpcError(MessagingError):
         return f"{self.message} (rpc error {self.code})"
 
 
-class RpcTimeoutError(RpcError, TimeoutError):
+class RpcTimeoutError(RpcError, errors.TimeoutError):
     """A call got no answer within its timeout (the peer was told to cancel it)."""
 
     def __init__(self, message: str) -> None:

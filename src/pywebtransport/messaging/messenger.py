@@ -19,14 +19,14 @@ Everything is counted in :attr:`Messenger.stats`. The layer uses only the sessio
 from __future__ import annotations
 
 import asyncio
-import builtins
 import logging
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import ConfigurationError, SessionError, TimeoutError, WebTransportError
+from .. import exceptions as errors
+from ..exceptions import ConfigurationError, SessionError, WebTransportError
 from ..stream import WebTransportStream
 from .channel import Channel
 from .codecs import get_codec
@@ -170,7 +170,8 @@ class Messenger:
 
         Raises:
             ChannelRefused: the peer refused it (``error_code`` says why).
-            TimeoutError: not accepted within ``timeout`` seconds (the stream is aborted).
+            pywebtransport.TimeoutError: not accepted within ``timeout`` seconds (the stream is
+                aborted).
             ConfigurationError: bad name or unknown codec.
             SessionError: the session is closed.
         """
@@ -213,7 +214,7 @@ class Messenger:
         """The next channel the peer opened (with that name, if given), accepted now.
 
         Raises:
-            TimeoutError: none within ``timeout`` seconds.
+            pywebtransport.TimeoutError: none within ``timeout`` seconds.
             SessionError: the session ended (the messenger was closed).
         """
         self._start()
@@ -229,8 +230,10 @@ class Messenger:
                             break  # that one had gone: look again
                     else:
                         await self._wait_for_more()
-        except builtins.TimeoutError:
-            raise TimeoutError(f"no channel {name or ''!r} opened within {timeout} s") from None
+        except TimeoutError:
+            raise errors.TimeoutError(
+                f"no channel {name or ''!r} opened within {timeout} s"
+            ) from None
 
     async def channels(self) -> AsyncIterator[Channel]:
         """Every channel the peer opens (and this side may accept), until the session ends."""
@@ -352,7 +355,7 @@ class Messenger:
         try:
             async with asyncio.timeout(self._hello_timeout):
                 head = await stream.peek(len(PREAMBLE))
-        except builtins.TimeoutError:
+        except TimeoutError:
             head = b""  # a quiet stream (its opener may wait for us to write first)
         except WebTransportError:
             return  # reset before it showed anything: nothing to hand over
@@ -362,7 +365,7 @@ class Messenger:
         try:
             async with asyncio.timeout(self._hello_timeout):
                 hello = await self._read_hello(stream)
-        except (builtins.TimeoutError, FramingError) as exc:
+        except (TimeoutError, FramingError) as exc:
             code = exc.code if isinstance(exc, FramingError) else ErrorCode.BAD_HELLO
             logger.debug("session %d: bad hello: %s", self._session.session_id, exc or "timeout")
             self._stats.bad_hellos += 1

@@ -14,7 +14,6 @@ reader waits, so a peer that sends calls but never reads the answers is held up 
 from __future__ import annotations
 
 import asyncio
-import builtins
 import functools
 import inspect
 import itertools
@@ -375,7 +374,7 @@ class RpcPeer:
                         return await future
                     finally:
                         del self._calls[call_id]
-        except builtins.TimeoutError:
+        except TimeoutError:
             self._stats.timeouts += 1
             self._cancel_remote(call_id)
             raise RpcTimeoutError(f"{method}: no answer within {timeout} s") from None

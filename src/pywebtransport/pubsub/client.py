@@ -12,15 +12,15 @@ Messages of topics joined in datagram mode arrive as datagram messages, read by 
 from __future__ import annotations
 
 import asyncio
-import builtins
 import itertools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
+from .. import exceptions as errors
 from ..events import EventEmitter
-from ..exceptions import TimeoutError, WebTransportError
+from ..exceptions import WebTransportError
 from ..messaging import (
     Channel,
     ChannelClosed,
@@ -88,7 +88,7 @@ class TopicClient(EventEmitter):
 
         Raises:
             ChannelRefused: the server has no hub for this session.
-            TimeoutError: the hub did not accept within ``timeout`` seconds.
+            pywebtransport.TimeoutError: the hub did not accept within ``timeout`` seconds.
         """
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
@@ -158,7 +158,7 @@ class TopicClient(EventEmitter):
 
         Raises:
             ChannelClosed: the channel to the hub ended (and every message before it was taken).
-            TimeoutError: nothing arrived within ``timeout`` seconds.
+            pywebtransport.TimeoutError: nothing arrived within ``timeout`` seconds.
         """
         if not self._queue.empty():
             return self._queue.get_nowait()
@@ -178,7 +178,7 @@ class TopicClient(EventEmitter):
             return getter.result()
         if ended in done:
             raise self._closed()
-        raise TimeoutError(f"no topic message within {timeout} s")
+        raise errors.TimeoutError(f"no topic message within {timeout} s")
 
     def __aiter__(self) -> AsyncIterator[TopicMessage]:
         return self._iterate()
@@ -226,8 +226,8 @@ class TopicClient(EventEmitter):
             )
             async with asyncio.timeout(timeout):
                 return await future
-        except builtins.TimeoutError as exc:
-            raise TimeoutError(f"{method} got no answer within {timeout} s") from exc
+        except TimeoutError as exc:
+            raise errors.TimeoutError(f"{method} got no answer within {timeout} s") from exc
         finally:
             self._calls.pop(call_id, None)
 

@@ -1,4 +1,8 @@
-"""The server side: :class:`WebTransportServer`, :class:`ServerApp` and certificate tooling."""
+"""The server side: :class:`WebTransportServer`, :class:`ServerApp` and its ready-made middleware.
+
+The submodules hold the rest: certificate tooling (:mod:`.certificate`), the echo handler
+(:mod:`.echo`) and worker processes sharing one UDP port (:mod:`.workers`).
+"""
 
 from __future__ import annotations
 

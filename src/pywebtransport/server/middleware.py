@@ -5,7 +5,8 @@ through, an HTTP status rejects it (the client sees the status in ``HandshakeErr
 objects are small classes so that a test or a monitoring endpoint can look inside them
 (``len(limiter)``, ``limiter.active``).
 
-- :func:`origin_allowlist`: 403 unless the browser's ``origin`` header is listed.
+- :func:`origin_allowlist`: 403 when the browser's ``origin`` header is not listed (a request
+  without one passes, unless ``require=True``).
 - :func:`rate_limit`: 429 when a client address opens sessions faster than a token bucket allows.
 - :func:`max_sessions`: 429 while the server already holds ``limit`` sessions.
 - :func:`header_auth`: 401 unless a check of the request headers passes.

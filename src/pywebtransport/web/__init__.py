@@ -1,4 +1,8 @@
-"""Small web helpers: the HTTP page server, the browser demo page and the messaging module."""
+"""Small web helpers: the HTTP page server, the browser demo page and the messaging module.
+
+The submodules :mod:`.demo_chat` and :mod:`.demo_room` are the chat and topics demos that
+``pywebtransport serve`` runs.
+"""
 
 from __future__ import annotations
 

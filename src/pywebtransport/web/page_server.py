@@ -9,7 +9,7 @@ no keep-alive or pipelining state to get wrong.
 GET routes serve fixed bytes or the bytes a callable produces at request time. POST routes expect a
 JSON body and deliver the decoded value either to an async callback or to a bounded per-path queue
 that ``next_post`` reads. Anything else gets a short plain-text error: 400, 404, 405, 408, 411, 413,
-431, 501 or 503.
+431, 501 or 503; a POST callback that raises gets 500.
 """
 
 from __future__ import annotations
