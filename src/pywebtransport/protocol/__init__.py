@@ -1,7 +1,9 @@
 """The sans-I/O WebTransport-over-HTTP/3 core: bytes and QUIC events in, events and bytes out.
 
-Nothing in this package performs I/O, reads a clock or draws random numbers of its own: the
-caller passes ``now`` and moves the bytes.
+The core (:class:`WebTransportProtocol` and everything it runs on) performs no I/O, reads no
+clock and draws no random numbers of its own: the caller passes ``now`` and moves the bytes. The
+engine factories are the exception at set-up: they read the certificate, key and CA files once,
+when a configuration is built (and ``quic.file_stamp`` looks at them to tell a rewritten file).
 """
 
 from __future__ import annotations

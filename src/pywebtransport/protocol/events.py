@@ -1,4 +1,8 @@
-"""Events the sans-I/O core hands to the layer above. Small, immutable, one per fact."""
+"""Events the sans-I/O core hands to the layer above: small dataclasses, one per fact.
+
+They are plain (slotted, not frozen) dataclasses; the layer above reads them and does not change
+them.
+"""
 
 from __future__ import annotations
 

@@ -3,9 +3,12 @@
 Theory of operation. A session is born from an extended CONNECT: on the client it starts
 CONNECTING and becomes OPEN on a 2xx response (REJECTED otherwise); on the server it starts
 REQUESTED and becomes OPEN when the application accepts it (REJECTED when it refuses). Streams
-and datagrams that arrive for a session that is not OPEN yet wait in ``early``, bounded in count;
-they are replayed in order when the session opens and refused (WT_BUFFERED_STREAM_REJECTED)
-otherwise. Any state can go to CLOSED; CLOSED is final.
+and datagrams that arrive for a session that is not OPEN yet wait in ``early`` (bounded in
+count, bytes and time; the bookkeeping is in stream_table.py and sessions.py): they are replayed
+in order when the session opens, refused with WT_BUFFERED_STREAM_REJECTED when a bound is hit or
+the session is refused, and with WT_SESSION_GONE when it closes first. Any state can go to
+CLOSED; CLOSED is final. This module holds the state (:class:`SessionPhase`,
+:class:`FlowControl`, :class:`SessionState`); what the core does with it is in sessions.py.
 
 Flow control (drafts 13 to 16) counts payload bytes of all the session's streams and the number
 of streams each side opened, against credit granted by SETTINGS and the WT_MAX_* capsules. It is

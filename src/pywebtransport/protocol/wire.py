@@ -1,6 +1,8 @@
 """Wire codepoints of HTTP/3, QPACK and WebTransport over HTTP/3 (all dialects).
 
-Every value here is a number that goes on the wire; ``pywebtransport.constants`` re-exports them.
+Mostly numbers that go on the wire (frame, stream, setting, capsule and error codes), plus the
+limits and the draft families (:class:`Dialect`) that go with them. ``pywebtransport.constants``
+re-exports those an application may need.
 """
 
 from __future__ import annotations
