@@ -6,9 +6,9 @@ stream objects; one ``call_soon`` transmit step per loop iteration hands whateve
 queued to the sender in one call (so a burst of received packets is answered in one batch) and
 re-arms the core's timer (one timer handle, replaced only when the core's deadline moves
 earlier). Writers that wait for send capacity are woken from the transmit step, after the
-acknowledgements that freed it were processed. Optional timers beside it: keep-alive PINGs while
-sessions are open, and a liveness deadline that declares the connection lost after
-``idle_timeout`` without a packet from the peer.
+acknowledgements that freed it were processed. Every deadline (keep-alive PINGs, the liveness
+deadline, early streams, request headers) is the core's, behind that one timer; the only timer
+of its own is the close linger of a client whose last session ended.
 """
 
 from __future__ import annotations
@@ -64,8 +64,6 @@ class WebTransportConnection:
         remote_address: Any,
         datagram_queue_size: int,
         on_event: Callable[[WebTransportConnection, ev.ProtocolEvent], None] | None = None,
-        keep_alive_interval: float | None = None,
-        idle_timeout: float | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.protocol = protocol
@@ -86,18 +84,6 @@ class WebTransportConnection:
         self.close_sent: asyncio.Future[None] = self.loop.create_future()
         self.close_error: Exception | None = None
         self._on_closed_callbacks: list[Callable[[WebTransportConnection], None]] = []
-        self._keep_alive_interval = keep_alive_interval
-        self._keep_alive: asyncio.TimerHandle | None = None
-        if keep_alive_interval is not None:
-            self._keep_alive = self.loop.call_later(keep_alive_interval, self._ping)
-        # With keep-alive PINGs, QUIC's idle timer restarts on the first PING after the last
-        # receipt (RFC 9000 10.1), which would stretch loss detection to idle + interval. A
-        # deadline of last receipt + idle_timeout keeps it within one idle timeout.
-        self._idle_timeout = idle_timeout
-        self._last_received = self.loop.time()
-        self._liveness: asyncio.TimerHandle | None = None
-        if idle_timeout is not None:
-            self._liveness = self.loop.call_later(idle_timeout, self._check_liveness)
         self._close_after_acked: int | None = None  # client: close once this stream is acked
         self._close_linger: asyncio.TimerHandle | None = None
 
@@ -135,7 +121,6 @@ class WebTransportConnection:
         """Feed a batch of UDP payloads from the network, then dispatch and transmit once."""
         if not self.is_client:
             self.remote_address = batch[-1][1]
-        self._last_received = self.loop.time()
         self.protocol.receive_datagrams(batch, self.loop.time())
         self.flush_events()
         self.schedule_transmit()
@@ -173,7 +158,7 @@ class WebTransportConnection:
         handle in the event loop's heap per packet until its original time.
         """
         when = self.protocol.get_timer()
-        if when is None:
+        if when is None or self.closed.done():
             return  # a pending timer fires, finds nothing due and is not renewed
         timer = self._timer
         if timer is not None:
@@ -194,29 +179,6 @@ class WebTransportConnection:
         self.protocol.handle_timer(now)
         self.flush_events()
         self._transmit()
-
-    def _ping(self) -> None:
-        """Keep-alive: a PING while sessions are open, so an idle session is not timed out."""
-        assert self._keep_alive_interval is not None
-        if self.closed.done():
-            return
-        if self._sessions:
-            self.protocol.send_ping()
-            self.schedule_transmit()
-        self._keep_alive = self.loop.call_later(self._keep_alive_interval, self._ping)
-
-    def _check_liveness(self) -> None:
-        """Declare the connection lost when nothing arrived for ``idle_timeout`` seconds."""
-        assert self._idle_timeout is not None
-        if self.closed.done():
-            return
-        deadline = self._last_received + self._idle_timeout
-        if self.loop.time() >= deadline:
-            self._terminate(
-                errors.ConnectionError(f"no packet from the peer in {self._idle_timeout} s")
-            )
-            return
-        self._liveness = self.loop.call_at(deadline, self._check_liveness)
 
     def watch_writable(self, stream: WebTransportSendStream) -> None:
         """Wake ``stream`` when it may write again."""
@@ -387,10 +349,10 @@ class WebTransportConnection:
         self.close_error = exc
         if event is None and not silent:
             self.protocol.close(code=H3ErrorCode.H3_NO_ERROR, reason="")
-        for handle in (self._timer, self._keep_alive, self._liveness, self._close_linger):
+        for handle in (self._timer, self._close_linger):
             if handle is not None:
                 handle.cancel()
-        self._timer = self._keep_alive = self._liveness = self._close_linger = None
+        self._timer = self._close_linger = None
         self._close_after_acked = None
         for fut in (self.handshake_done, self.settings_received):
             if not fut.done():

@@ -292,3 +292,40 @@ def test_tls_message_from_a_client_after_the_handshake_is_a_clean_crypto_error(
     terminated = [e for e in pair.client_events if isinstance(e, ev.ConnectionTerminated)]
     assert pair.server.engine.is_closed and terminated
     assert terminated[0].error_code == 0x100 + 10  # CRYPTO_ERROR: unexpected_message alert
+
+
+# ----------------------------------------------------------------------------- keep-alive, liveness
+
+
+def test_keep_alive_pings_while_a_session_is_open(tmp_path: Path) -> None:
+    pair = Pair(tmp_path, keep_alive_interval=5.0)
+    pair.roundtrip()  # handshake: no session yet
+    start = pair.now
+    pair.now = start + 5.0
+    pair.client.handle_timer(pair.now)
+    assert pair.client.datagrams_to_send(pair.now) == []  # no session: nothing to keep alive
+    sid = pair.open_session()
+    pair.roundtrip()
+    due = pair.client.get_timer()
+    assert due is not None and due <= pair.now + 5.0
+    pair.now = max(pair.now, due)
+    pair.client.handle_timer(pair.now)
+    assert pair.client.datagrams_to_send(pair.now) != []  # the PING
+    pair.client.close_session(sid)
+    pair.roundtrip()
+
+
+def test_a_silent_peer_is_declared_lost_after_the_liveness_timeout(tmp_path: Path) -> None:
+    pair = Pair(tmp_path, liveness_timeout=10.0)
+    pair.open_session()
+    pair.roundtrip()
+    heard = pair.now
+    pair.client_events.clear()
+    pair.now = heard + 9.9
+    pair.client.handle_timer(pair.now)
+    assert not pair.client.terminated
+    pair.now = heard + 10.0
+    pair.client.handle_timer(pair.now)
+    (lost,) = [e for e in pair.client.pop_events() if isinstance(e, ev.ConnectionTerminated)]
+    assert (lost.reason, lost.by_peer) == ("no packet from the peer in 10 s", False)
+    assert pair.client.get_timer() != heard + 10.0  # the deadline is gone with the connection

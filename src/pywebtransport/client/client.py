@@ -303,6 +303,8 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
             max_early_streams=cfg.max_early_streams,
             stream_send_buffer=cfg.stream_buffer_size,
             max_pending_datagrams=cfg.datagram_queue_size,
+            keep_alive_interval=cfg.keep_alive_interval,
+            liveness_timeout=cfg.idle_timeout if cfg.keep_alive else None,
         )
         holder_conn: list[WebTransportConnection] = []
 
@@ -317,8 +319,6 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
             send=endpoint.send,
             remote_address=addr,
             datagram_queue_size=cfg.datagram_queue_size,
-            keep_alive_interval=cfg.keep_alive_interval,
-            idle_timeout=cfg.idle_timeout if cfg.keep_alive else None,
         )
         holder_conn.append(conn)
         conn.add_close_callback(lambda _c: endpoint.close())

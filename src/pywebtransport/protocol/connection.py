@@ -68,6 +68,32 @@ logger = logging.getLogger(__name__)
 
 
 class WebTransportProtocol(Http3Layer):
+    """One HTTP/3 connection carrying WebTransport sessions, without I/O.
+
+    Args:
+        engine: the QUIC connection (see quic.py).
+        limits: what this endpoint grants the peer.
+        max_header_size: largest encoded header section accepted.
+        max_early_streams: streams (per connection) and datagrams (per session) held for a
+            session that is not open yet.
+        early_timeout: seconds such a stream may wait before it is refused.
+        stream_send_buffer: unacknowledged bytes one stream may have queued in the engine.
+        max_pending_datagrams: datagrams queued for sending (congestion control may hold them);
+            beyond it the oldest are dropped, as a full network queue would.
+        request_timeout: server: seconds a peer's request stream may take, from its first
+            byte, to deliver its whole HEADERS frame; a late one is answered 408 (Request
+            Timeout) and the rest of it refused. None: no deadline.
+        no_session_timeout: server: seconds the connection may carry no session (from its
+            first packet, or since its last session ended) before it is closed with
+            H3_NO_ERROR. None: no limit.
+        keep_alive_interval: seconds between PINGs while a session is open (so that an idle
+            session is not timed out by either side). None: no PINGs.
+        liveness_timeout: seconds without any packet from the peer after which the connection
+            is declared lost (``ConnectionTerminated``, not by the peer); counted from the
+            last packet received (from the connection attempt, on a client). None: QUIC's
+            idle timeout alone.
+    """
+
     def __init__(
         self,
         engine: QuicEngine,
@@ -80,6 +106,8 @@ class WebTransportProtocol(Http3Layer):
         max_pending_datagrams: int = 1024,
         request_timeout: float | None = None,
         no_session_timeout: float | None = None,
+        keep_alive_interval: float | None = None,
+        liveness_timeout: float | None = None,
     ) -> None:
         self.engine = engine
         self.is_client = engine.is_client
@@ -110,20 +138,27 @@ class WebTransportProtocol(Http3Layer):
         # which is deadline order: one timeout for all).
         self._request_deadlines: dict[int, float] = {}
         self._sessionless_since: float | None = None  # when the last session went (server)
+        self.keep_alive_interval = keep_alive_interval
+        self.liveness_timeout = liveness_timeout
+        self._last_received: float | None = None
+        self._next_ping: float | None = None
         self._codec = HeaderCodec()
         self._init_local_streams()
 
     def connect(self, addr: Address, now: float) -> None:
         """Client: start the QUIC handshake."""
         self.engine.connect(addr, now)
+        self._heard_from_peer(now)  # the liveness clock starts with the attempt
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Process one UDP payload from ``addr``."""
+        self._heard_from_peer(now)
         self.engine.receive_datagram(data, addr, now)
         self._process_engine_events(now)
 
     def receive_datagrams(self, batch: list[tuple[bytes, Address]], now: float) -> None:
         """Process several UDP payloads at once (cheaper than one call each)."""
+        self._heard_from_peer(now)
         self.engine.receive_datagrams(batch, now)
         self._process_engine_events(now)
 
@@ -141,25 +176,75 @@ class WebTransportProtocol(Http3Layer):
         """The next time :meth:`handle_timer` must run, or None."""
         deadlines = [
             t
-            for t in (self.engine.get_timer(), self._early_deadline(), self._request_deadline())
+            for t in (
+                self.engine.get_timer(),
+                self._early_deadline(),
+                self._request_deadline(),
+                self._sessionless_deadline(),
+                self._next_ping,
+                self._liveness_deadline(),
+            )
             if t is not None
         ]
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
         """Run timers due at ``now``."""
+        deadline = self._liveness_deadline()
+        if deadline is not None and deadline <= now:  # before QUIC's idle timer, due as well
+            self._lost(f"no packet from the peer in {self.liveness_timeout:g} s")
         engine_timer = self.engine.get_timer()
         if engine_timer is not None and engine_timer <= now:
             self.engine.handle_timer(now)
         self._expire_early(now)
         self._expire_requests(now)
+        self._keep_alive(now)
         self._process_engine_events(now)
-        since = self._sessionless_since
-        timeout = self.no_session_timeout
-        if since is not None and timeout is not None and since + timeout <= now:
+        deadline = self._sessionless_deadline()
+        if deadline is not None and deadline <= now:
             self._sessionless_since = None
+            timeout = self.no_session_timeout
             self.close(code=H3ErrorCode.H3_NO_ERROR, reason=f"no session for {timeout:g} s")
             self._process_engine_events(now)
+
+    # ----------------------------------------------------------------------------- liveness
+
+    def _heard_from_peer(self, now: float) -> None:
+        self._last_received = now
+        interval = self.keep_alive_interval
+        if self._next_ping is None and interval is not None and not self.terminated:
+            self._next_ping = now + interval
+
+    def _keep_alive(self, now: float) -> None:
+        """A PING every ``keep_alive_interval`` while a session is open (idle sessions live)."""
+        due = self._next_ping
+        interval = self.keep_alive_interval
+        if due is None or interval is None or due > now:
+            return
+        if self.terminated:
+            self._next_ping = None
+            return
+        if self._sessions:
+            self.engine.send_ping()
+        self._next_ping = now + interval
+
+    def _sessionless_deadline(self) -> float | None:
+        since, timeout = self._sessionless_since, self.no_session_timeout
+        return None if since is None or timeout is None else since + timeout
+
+    def _liveness_deadline(self) -> float | None:
+        """Last receipt + ``liveness_timeout``: with keep-alive PINGs, QUIC's idle timer
+        restarts on the first PING after the last receipt (RFC 9000 10.1), which would stretch
+        loss detection to idle + interval; this keeps it within one timeout."""
+        last, timeout = self._last_received, self.liveness_timeout
+        if last is None or timeout is None or self.terminated:
+            return None
+        return last + timeout
+
+    def _lost(self, reason: str) -> None:
+        """The peer is gone: end here (the engine's close goes out, if anyone still listens)."""
+        self.engine.close(0, reason)
+        self._on_terminated(EngineTerminated(0, reason, False))
 
     def pop_events(self) -> list[ev.ProtocolEvent]:
         """Events produced since the last call, oldest first."""
