@@ -20,16 +20,9 @@ from ..connection import WebTransportConnection
 from ..exceptions import ServerError
 from ..protocol import LocalLimits, WebTransportProtocol
 from ..protocol import events as ev
+from ..protocol.admission import Accept, PacketAdmission, Reply
 from ..protocol.packets import (
-    MIN_STATELESS_RESET,
-    PacketRoute,
-    check_retry_token,
-    retry_packet,
-    retry_token,
     route_packet,
-    stateless_reset,
-    stateless_reset_token,
-    version_negotiation,
 )
 from ..protocol.quic import EngineFactory
 from ..protocol.subprotocol import offered_protocols, select_protocol
@@ -62,15 +55,7 @@ class Application(Protocol):
         """Decide on and run one session; True when it was accepted."""
 
 
-_MIN_INITIAL_SIZE = 1200  # RFC 9000 14.1: clients pad Initial packets to 1200 bytes
 _CID_LENGTH = 8  # the length of the connection IDs the server chooses (both engines' default)
-
-
-#: With ``retry="auto"``: handshakes in progress from which new clients must prove their address.
-_RETRY_WHEN_HANDSHAKING = 64
-
-#: Stateless resets sent per second at most (a flood of stray packets must not become one).
-_RESETS_PER_SECOND = 100
 
 
 def _address(addr: Any) -> bytes:
@@ -135,10 +120,16 @@ class WebTransportServer:
         self._serving: asyncio.Future[None] | None = None
         self._closing = False
         self._reset_key = _stateless_reset_key(config)
-        self._retry_key = hmac.new(self._reset_key, b"retry", hashlib.sha256).digest()
         self._handshaking: set[WebTransportConnection] = set()
-        self._reset_budget = float(_RESETS_PER_SECOND)
-        self._reset_at = time.monotonic()
+        self._admission = PacketAdmission(
+            cid_length=self._cid_length,
+            retry=config.retry,
+            retry_key=hmac.new(self._reset_key, b"retry", hashlib.sha256).digest(),
+            reset_key=self._reset_key,
+            max_connections=config.max_connections,
+            random_bytes=os.urandom,
+            now=time.monotonic(),
+        )
 
     def _engine_factory(self, certfile: str, keyfile: str) -> EngineFactory:
         """The engine factory (``config.engine``) serving ``certfile`` and ``keyfile``."""
@@ -344,74 +335,36 @@ class WebTransportServer:
                 conn.datagram_received(data, addr)
                 return
         route = route_packet(data, self._cid_length)
-        if route is None:
-            self._stats.packets_dropped += 1
-            return
-        conn = self._routes.get(route.destination_cid)
+        conn = self._routes.get(route.destination_cid) if route is not None else None
         if conn is not None:
             conn.datagram_received(data, addr)
             return
-        if not route.version_supported and route.version is not None:
-            assert self._transport is not None
-            self._transport.sendto(version_negotiation(route), addr)
-            return
-        if route.version is None:  # a short header for a connection we do not know
-            self._stats.packets_dropped += 1
-            self._send_stateless_reset(data, addr, route.destination_cid)
-            return
-        if not route.is_initial or len(data) < _MIN_INITIAL_SIZE or self._closing:
-            self._stats.packets_dropped += 1
-            return
-        if len(self._cids) >= self.config.max_connections:
-            self._stats.packets_dropped += 1
-            return
-        odcid = None
-        if route.token:  # back after our Retry (a token we cannot check is no proof)
-            odcid = check_retry_token(self._retry_key, route.token, _address(addr), time.time())
-        if odcid is None and self._retry_required():
-            self._send_retry(route, addr)
-            return
-        conn = self._new_connection(route.destination_cid, addr, original_dcid=odcid)
-        conn.datagram_received(data, addr)
-
-    def _retry_required(self) -> bool:
-        mode = self.config.retry
-        return mode == "always" or (
-            mode == "auto" and len(self._handshaking) >= _RETRY_WHEN_HANDSHAKING
+        decision = self._admission.decide(
+            data,
+            route,
+            _address(addr),
+            now=time.monotonic(),
+            wall=time.time(),
+            handshaking=len(self._handshaking),
+            connections=len(self._cids),
+            closing=self._closing,
         )
-
-    def _send_retry(self, route: PacketRoute, addr: Any) -> None:
-        """Ask the client to prove its address: it must come back with this token (RFC 9000 8.1.2).
-
-        Stateless: the token carries the client's first DCID and is checked with a key, so a
-        flood of Initials from spoofed addresses creates no connection state at all.
-        """
-        assert self._transport is not None
-        token = retry_token(self._retry_key, _address(addr), route.destination_cid, time.time())
-        new_cid = os.urandom(self._cid_length)
-        self._transport.sendto(retry_packet(route, new_cid, token), addr)
-        self._stats.retries_sent += 1
-
-    def _send_stateless_reset(self, data: bytes, addr: Any, cid: bytes) -> None:
-        """Tell the sender its connection is gone (RFC 9000 10.3), at a bounded rate.
-
-        The reset is one byte shorter than the packet that caused it (at most 43 bytes), so
-        two endpoints that both lost state cannot keep answering each other for ever.
-        """
-        size = min(len(data) - 1, 43)
-        if size < MIN_STATELESS_RESET or len(cid) != self._cid_length:
-            return
-        assert self._transport is not None
-        now = time.monotonic()
-        budget = self._reset_budget + (now - self._reset_at) * _RESETS_PER_SECOND
-        self._reset_at = now
-        if budget < 1:
-            self._reset_budget = budget
-            return
-        self._reset_budget = min(budget, _RESETS_PER_SECOND) - 1
-        token = stateless_reset_token(self._reset_key, cid)
-        self._transport.sendto(stateless_reset(token, os.urandom(size - 16)), addr)
-        self._stats.stateless_resets_sent += 1
+        if isinstance(decision, Reply):
+            assert self._transport is not None
+            self._transport.sendto(decision.data, addr)
+            if decision.kind == "retry":
+                self._stats.retries_sent += 1
+            elif decision.kind == "stateless_reset":
+                self._stats.packets_dropped += 1
+                self._stats.stateless_resets_sent += 1
+        elif isinstance(decision, Accept):
+            assert route is not None
+            conn = self._new_connection(
+                route.destination_cid, addr, original_dcid=decision.original_dcid
+            )
+            conn.datagram_received(data, addr)
+        else:
+            self._stats.packets_dropped += 1
 
     def _new_connection(
         self, dcid: bytes, addr: Any, *, original_dcid: bytes | None = None
