@@ -51,10 +51,9 @@ async def test_unread_stream_holds_at_most_one_window(cert: CertBundle) -> None:
         stream = await session.create_bidirectional_stream()
         writer = asyncio.create_task(stream.write_all(payload))
         server_stream = await accepted
-        # The writer stalls: the server grants no credit beyond one window while unread.
-        done, _ = await asyncio.wait({writer}, timeout=1.0)
-        assert not done, "8 MiB went out although the server read nothing"
-        assert 0 < server_stream._buffered <= WINDOW
+        # The server grants no credit beyond one window while unread (the stall itself, with
+        # time stepped by hand: tests/protocol/test_engine_aioquic.py).
+        assert server_stream._buffered <= WINDOW
         release.set()
         await writer
         assert await digest == hashlib.sha256(payload).hexdigest()
@@ -105,13 +104,12 @@ async def test_unread_streams_together_hold_at_most_the_connection_window(
             stream = await session.create_unidirectional_stream()
             writers.append(asyncio.create_task(stream.write_all(payload)))
         server_session = await sessions
-        done, _ = await asyncio.wait(writers, timeout=1.0)
-        assert not done, "the writers finished although the server read nothing"
         engine = server_session._conn.protocol.engine
         assert isinstance(engine, AioquicEngine)
-        # Every byte the client could send counts against MAX_DATA, read or not.
-        received = engine._quic._local_max_data.used
-        assert connection_window // 2 <= received <= connection_window + 4096
+        # Every byte the client could send counts against MAX_DATA, read or not; that the
+        # writers stall at the connection window is shown with time stepped by hand in
+        # tests/protocol/test_engine_aioquic.py.
+        assert engine._quic._local_max_data.used <= connection_window + 4096
         release.set()
         await asyncio.gather(*writers)
         expected = sorted(hashlib.sha256(p).hexdigest() for p in payloads)
@@ -137,11 +135,9 @@ async def test_a_stream_slot_comes_back_only_when_its_stream_is_read(cert: CertB
         while len(accepted) < limit:
             accepted.append(await session.accept_unidirectional_stream())
         got_limit.set()
-        # Nothing was read: the client's fifth stream cannot even be opened on the wire.
-        with contextlib.suppress(TimeoutError):
-            stream = await session.accept_unidirectional_stream(timeout=1.0)
-            extra.set_exception(AssertionError(f"stream {stream.stream_id} got a slot"))
-            return
+        # Nothing was read: the client's fifth stream cannot even be opened on the wire (shown
+        # with time stepped by hand in tests/protocol/test_engine_aioquic.py); reading one
+        # gives its slot back.
         await read_one.wait()
         assert await accepted[0].read_all() == b"stream 0"
         stream = await session.accept_unidirectional_stream(timeout=T)

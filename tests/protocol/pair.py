@@ -48,6 +48,8 @@ class Pair:
             only one engine lets a test arrange).
         prepare_client: called with the client's engine before it connects.
         reset_key: the server's stateless-reset key.
+        server_max_streams_uni: the unidirectional streams the server lets the client have
+            open or unread (QUIC MAX_STREAMS; HTTP/3's own three included).
         kwargs: passed to both :class:`WebTransportProtocol` objects.
     """
 
@@ -59,6 +61,7 @@ class Pair:
         client_engine: str | None = None,
         reset_key: bytes | None = None,
         prepare_client: Callable[[Any], None] | None = None,
+        server_max_streams_uni: int | None = None,
         **kwargs: object,
     ) -> None:
         cert = make_cert(tmp)
@@ -73,6 +76,7 @@ class Pair:
                 connection_receive_window=SETTINGS.connection_receive_window,
                 certfile=str(cert.certfile),
                 keyfile=str(cert.keyfile),
+                max_streams_uni=128 if server_max_streams_uni is None else server_max_streams_uni,
             ),
         )
         client_engine_object = clients.create()

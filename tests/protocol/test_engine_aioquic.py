@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from aioquic import tls
 
+from pywebtransport.protocol import events as ev
 from pywebtransport.protocol.engine_aioquic import _SPENT_KEYS, _SharedFrameHandlers
 from tests.protocol.pair import Pair
 
@@ -117,3 +118,79 @@ def test_canaries_for_every_aioquic_internal_the_engine_touches(tmp_path: Path) 
     assert {"_buffer_start", "_buffer_stop"} <= set(dir(stream.sender))
     assert {"max_stream_data_local", "max_stream_data_local_sent", "receiver"} <= set(dir(stream))
     assert hasattr(stream.receiver, "highest_offset")
+
+
+# ----------------------------------------------------------------------------- receive credit
+
+
+def pump(pair: Pair, stream_ids: list[int], budget: int) -> int:
+    """Write on ``stream_ids`` whatever the client's core accepts, until nothing moves.
+
+    Stops when the cores are quiet and no stream has send capacity left (the writer would
+    wait), or when ``budget`` bytes were written. Returns the bytes written. Time only moves
+    through the pair's own timers (pacing, ACK delay): a stall is the cores' state, not a wait.
+    """
+    written = 0
+    while written < budget:
+        wrote = 0
+        for stream_id in stream_ids:
+            room = min(pair.client.send_capacity(stream_id), 65536, budget - written - wrote)
+            if room > 0:
+                pair.client.send_stream_data(stream_id, b"x" * room)
+                wrote += room
+        written += wrote
+        moved = pair.transfer()
+        if not wrote and not moved and not pair.step(0.05):
+            break
+    return written
+
+
+def received(pair: Pair, stream_ids: list[int]) -> dict[int, int]:
+    got = dict.fromkeys(stream_ids, 0)
+    for event in pair.take("server", ev.StreamData):
+        assert isinstance(event, ev.StreamData)
+        if event.stream_id in got:
+            got[event.stream_id] += len(event.data)
+    return got
+
+
+def test_an_unread_stream_holds_at_most_one_window(tmp_path: Path) -> None:
+    """A server that reads nothing stops the writer after one receive window (1 MiB)."""
+    pair = Pair(tmp_path)
+    sid = pair.open_session()
+    stream_id = pair.client.create_stream(sid, bidirectional=True)
+    written = pump(pair, [stream_id], 8 * 1024 * 1024)
+    window = pair.server.engine._quic._configuration.max_stream_data  # type: ignore[attr-defined]
+    held = received(pair, [stream_id])[stream_id]
+    assert 0 < held <= window
+    assert written <= window + pair.client.stream_send_buffer
+    pair.server.stream_consumed(stream_id, held)  # the application reads: credit follows
+    more = pump(pair, [stream_id], 8 * 1024 * 1024 - written)
+    assert more > 0
+
+
+def test_unread_streams_together_hold_at_most_the_connection_window(tmp_path: Path) -> None:
+    pair = Pair(tmp_path)
+    sid = pair.open_session()
+    streams = [pair.client.create_stream(sid, bidirectional=True) for _ in range(8)]
+    pump(pair, streams, 32 * 1024 * 1024)
+    held = received(pair, streams)
+    connection_window = pair.server.engine._quic.connection_window  # type: ignore[attr-defined]
+    assert 0 < sum(held.values()) <= connection_window
+
+
+def test_a_stream_slot_comes_back_only_when_its_stream_is_read(tmp_path: Path) -> None:
+    limit = 4
+    pair = Pair(tmp_path, server_max_streams_uni=limit + 3)  # + HTTP/3's control and QPACK
+    sid = pair.open_session()
+    streams = [pair.client.create_stream(sid, bidirectional=False) for _ in range(limit + 1)]
+    for i, stream_id in enumerate(streams):
+        pair.client.send_stream_data(stream_id, f"stream {i}".encode(), end_stream=True)
+    pair.roundtrip()
+    opened = [e.stream_id for e in pair.take("server", ev.StreamOpened)]  # type: ignore[attr-defined]
+    assert opened == streams[:limit]  # finished on the wire, but unread: no slot for the fifth
+    pair.server.stream_consumed(streams[0], len(b"stream 0"))
+    pair.server.stream_released(streams[0])  # the application read one
+    pair.roundtrip()
+    later = [e.stream_id for e in pair.take("server", ev.StreamOpened)]  # type: ignore[attr-defined]
+    assert later == [streams[limit]]
