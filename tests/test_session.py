@@ -352,3 +352,19 @@ async def test_draining_is_an_event(cert: CertBundle, client_config: ClientConfi
         assert event.type is EventType.SESSION_DRAINING and event.source is session
         await session.close()
         await closing
+
+
+async def test_an_out_of_range_close_code_is_refused_and_the_session_stays(
+    server: WebTransportServer, client_config: ClientConfig
+) -> None:
+    async with asyncio.timeout(T), WebTransportClient(config=client_config) as client:
+        session = await client.connect(url=url(server))
+        for code in (-1, 1 << 32):
+            with pytest.raises(ValueError):
+                await session.close(code=code)
+        assert session.is_ready
+        stream = await session.create_bidirectional_stream()
+        await stream.write(b"still here", end_stream=True)
+        assert await stream.read_all() == b"still here"
+        await session.close(code=0xFFFFFFFF)
+        assert session.close_code == 0xFFFFFFFF

@@ -288,6 +288,10 @@ class WebTransportSession(EventEmitter):
 
         Ends every stream of the session; closes the QUIC connection when no other session
         uses it (client side).
+
+        Raises:
+            ValueError: ``code`` is outside 0..0xFFFFFFFF (nothing changes).
+            SessionError: the reason is longer than 1024 UTF-8 bytes.
         """
         self.close_nowait(code=code, reason=reason)
 

@@ -62,6 +62,7 @@ from .wire import (
     SettingId,
     StreamType,
     app_code_to_h3,
+    check_app_code,
 )
 
 logger = logging.getLogger(__name__)
@@ -317,7 +318,14 @@ class WebTransportProtocol(Http3Layer):
         self._end_session(session, H3ErrorCode.WT_BUFFERED_STREAM_REJECTED)
 
     def close_session(self, session_id: int, *, code: int = 0, reason: str = "") -> None:
-        """Close a session: close capsule and FIN (or cancel a pending CONNECT)."""
+        """Close a session: close capsule and FIN (or cancel a pending CONNECT).
+
+        Raises:
+            ValueError: ``code`` is outside 0..0xFFFFFFFF (as for stream codes), before
+                anything changes.
+            ProtocolUsageError: the reason is longer than 1024 UTF-8 bytes.
+        """
+        check_app_code(code)
         session = self._sessions.get(session_id)
         if session is None or session.phase is SessionPhase.CLOSED:
             return
@@ -325,9 +333,7 @@ class WebTransportProtocol(Http3Layer):
         if len(raw) > MAX_CLOSE_REASON:
             raise ProtocolUsageError(f"close reason is {len(raw)} bytes, limit {MAX_CLOSE_REASON}")
         if session.phase is SessionPhase.OPEN and not session.close_sent:
-            capsule = encode_capsule(
-                CapsuleType.CLOSE_SESSION, (code & 0xFFFFFFFF).to_bytes(4, "big") + raw
-            )
+            capsule = encode_capsule(CapsuleType.CLOSE_SESSION, code.to_bytes(4, "big") + raw)
             self.engine.send_stream_data(session_id, encode_frame(FrameType.DATA, capsule), True)
             session.close_sent = True
         elif session.phase is SessionPhase.CONNECTING:

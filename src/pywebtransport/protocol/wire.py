@@ -133,13 +133,25 @@ APP_ERROR_LAST = 0x52E5AC983162
 
 MAX_VARINT = (1 << 62) - 1
 MAX_CLOSE_REASON = 1024
+#: WebTransport application error codes (streams and sessions alike) are 32-bit unsigned.
+MAX_APP_CODE = 0xFFFFFFFF
 PROTOCOL_TOKENS = {"webtransport", "webtransport-h3"}
+
+
+def check_app_code(code: int) -> int:
+    """``code`` if it is a WebTransport application error code (0..0xFFFFFFFF).
+
+    Raises:
+        ValueError: it is not; the one check for stream and session codes alike.
+    """
+    if not 0 <= code <= MAX_APP_CODE:
+        raise ValueError(f"application error code {code} is not a 32-bit unsigned integer")
+    return code
 
 
 def app_code_to_h3(code: int) -> int:
     """Map a 32-bit WebTransport application error code into the HTTP/3 error space."""
-    if not 0 <= code <= 0xFFFFFFFF:
-        raise ValueError(f"application error code {code} is not a 32-bit unsigned integer")
+    check_app_code(code)
     return APP_ERROR_FIRST + code + code // 0x1E
 
 
