@@ -7,8 +7,8 @@ queued to the sender in one call (so a burst of received packets is answered in 
 re-arms the core's timer (one timer handle, replaced only when the core's deadline moves
 earlier). Writers that wait for send capacity are woken from the transmit step, after the
 acknowledgements that freed it were processed. Every deadline (keep-alive PINGs, the liveness
-deadline, early streams, request headers) is the core's, behind that one timer; the only timer
-of its own is the close linger of a client whose last session ended.
+deadline, early streams, request headers, the close of a client whose last session ended) is the
+core's, behind that one timer.
 """
 
 from __future__ import annotations
@@ -84,8 +84,6 @@ class WebTransportConnection:
         self.close_sent: asyncio.Future[None] = self.loop.create_future()
         self.close_error: Exception | None = None
         self._on_closed_callbacks: list[Callable[[WebTransportConnection], None]] = []
-        self._close_after_acked: int | None = None  # client: close once this stream is acked
-        self._close_linger: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         role = "client" if self.is_client else "server"
@@ -143,10 +141,8 @@ class WebTransportConnection:
             self._send(packets)
         if self._writers:
             self._wake_writers()
-        sid = self._close_after_acked
-        if sid is not None and not self.protocol.send_buffered(sid):
-            self._close_after_acked = None
-            self.loop.call_soon(self.close)
+        if self.protocol.closing and not self.close_sent.done():
+            self.close_sent.set_result(None)  # the core closed (or was closed) and sent it
         self._arm_timer()
         self.flush_events()  # closing the connection produces its termination event here
 
@@ -216,9 +212,9 @@ class WebTransportConnection:
             # what the CONNECT stream carried (the close capsule and FIN), or after a bounded
             # linger. Closing at once lets a CONNECTION_CLOSE overtake a lost capsule, and
             # the server then sees a connection error instead of the session's code.
-            self._close_after_acked = session.session_id
-            if self._close_linger is None:
-                self._close_linger = self.loop.call_later(_CLOSE_LINGER, self.close)
+            self.protocol.close_when_delivered(
+                session.session_id, linger=_CLOSE_LINGER, now=self.loop.time()
+            )
             self.schedule_transmit()
 
     def forget_stream(self, stream_id: int) -> None:
@@ -233,10 +229,6 @@ class WebTransportConnection:
         """Close the QUIC connection (CONNECTION_CLOSE), after sending what is queued."""
         if self.closed.done():
             return
-        self._close_after_acked = None
-        if self._close_linger is not None:
-            self._close_linger.cancel()
-            self._close_linger = None
         self._transmit()
         self.protocol.close(code=code, reason=reason)
         self._transmit()
@@ -349,11 +341,9 @@ class WebTransportConnection:
         self.close_error = exc
         if event is None and not silent:
             self.protocol.close(code=H3ErrorCode.H3_NO_ERROR, reason="")
-        for handle in (self._timer, self._close_linger):
-            if handle is not None:
-                handle.cancel()
-        self._timer = self._close_linger = None
-        self._close_after_acked = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for fut in (self.handshake_done, self.settings_received):
             if not fut.done():
                 fut.set_exception(exc)

@@ -143,6 +143,8 @@ class WebTransportProtocol(Http3Layer):
         self.liveness_timeout = liveness_timeout
         self._last_received: float | None = None
         self._next_ping: float | None = None
+        self.closing = False  # close() was called (the CONNECTION_CLOSE is queued or sent)
+        self._close_after: tuple[int, float] | None = None  # (stream, linger deadline)
         self._codec = HeaderCodec()
         self._init_local_streams()
 
@@ -169,6 +171,7 @@ class WebTransportProtocol(Http3Layer):
         What sending produced is processed at once, too: a connection ID announced in these
         packets (ConnectionIdIssued) must be routable before the peer can use it.
         """
+        self._close_if_delivered(now)
         out = self.engine.datagrams_to_send(now)
         self._process_engine_events(now)
         return out
@@ -184,6 +187,7 @@ class WebTransportProtocol(Http3Layer):
                 self._sessionless_deadline(),
                 self._next_ping,
                 self._liveness_deadline(),
+                None if self._close_after is None else self._close_after[1],
             )
             if t is not None
         ]
@@ -200,6 +204,7 @@ class WebTransportProtocol(Http3Layer):
         self._expire_early(now)
         self._expire_requests(now)
         self._keep_alive(now)
+        self._close_if_delivered(now)
         self._process_engine_events(now)
         deadline = self._sessionless_deadline()
         if deadline is not None and deadline <= now:
@@ -255,7 +260,24 @@ class WebTransportProtocol(Http3Layer):
 
     def close(self, *, code: int = H3ErrorCode.H3_NO_ERROR, reason: str = "") -> None:
         """Close the whole connection (CONNECTION_CLOSE with an HTTP/3 code)."""
+        self._close_after = None
+        self.closing = True
         self.engine.close(code, reason)
+
+    def close_when_delivered(self, stream_id: int, *, linger: float, now: float) -> None:
+        """Close the connection (H3_NO_ERROR) once ``stream_id``'s data is acknowledged.
+
+        For a client whose last session ended: closing at once would let the CONNECTION_CLOSE
+        overtake a lost close capsule, and the server would see a connection error instead of
+        the session's code. ``linger`` seconds bound the wait.
+        """
+        if not self.closing and not self.terminated:
+            self._close_after = (stream_id, now + linger)
+
+    def _close_if_delivered(self, now: float) -> None:
+        pending = self._close_after
+        if pending is not None and (not self.engine.send_buffered(pending[0]) or pending[1] <= now):
+            self.close()
 
     def open_session(
         self, *, authority: str, path: str, headers: Sequence[tuple[bytes, bytes]] = ()
