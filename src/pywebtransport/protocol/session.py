@@ -51,10 +51,9 @@ _TRANSITIONS = {
     (SessionPhase.REJECTED, SessionPhase.CLOSED),
 }
 
-_CAPSULES_READ_WHOLE = frozenset(
+#: The capsules of session flow control (drafts 13 to 16).
+FLOW_CAPSULES = frozenset(
     {
-        CapsuleType.CLOSE_SESSION,
-        CapsuleType.DRAIN_SESSION,
         CapsuleType.WT_MAX_DATA,
         CapsuleType.WT_MAX_STREAMS_BIDI,
         CapsuleType.WT_MAX_STREAMS_UNI,
@@ -63,6 +62,7 @@ _CAPSULES_READ_WHOLE = frozenset(
         CapsuleType.WT_STREAMS_BLOCKED_UNI,
     }
 )
+_CAPSULES_READ_WHOLE = FLOW_CAPSULES | {CapsuleType.CLOSE_SESSION, CapsuleType.DRAIN_SESSION}
 
 
 class FlowControl:

@@ -21,7 +21,7 @@ from .errors import (
     ProtocolViolation,
     Scope,
 )
-from .session import FlowControl, SessionPhase, SessionState
+from .session import FLOW_CAPSULES, FlowControl, SessionPhase, SessionState
 from .settings import (
     flow_control_enabled,
 )
@@ -35,17 +35,6 @@ from .wire import (
 )
 
 logger = logging.getLogger(__name__)
-
-_FLOW_CAPSULES = frozenset(
-    {
-        CapsuleType.WT_MAX_DATA,
-        CapsuleType.WT_MAX_STREAMS_BIDI,
-        CapsuleType.WT_MAX_STREAMS_UNI,
-        CapsuleType.WT_DATA_BLOCKED,
-        CapsuleType.WT_STREAMS_BLOCKED_BIDI,
-        CapsuleType.WT_STREAMS_BLOCKED_UNI,
-    }
-)
 
 
 class SessionLayer(StreamTable):
@@ -121,7 +110,7 @@ class SessionLayer(StreamTable):
             self._finish_session(session, code, reason, by_peer=True)
         elif ctype == CapsuleType.DRAIN_SESSION:
             self._events.append(ev.SessionDraining(session.session_id))
-        elif session.fc is not None and ctype in _FLOW_CAPSULES:
+        elif session.fc is not None and ctype in FLOW_CAPSULES:
             self._on_flow_capsule(session, session.fc, ctype, value)
 
     def _on_flow_capsule(
