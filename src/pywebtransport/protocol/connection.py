@@ -423,7 +423,7 @@ class WebTransportProtocol(Http3Layer):
         fc = session.fc
         if fc is not None:
             if fc.stream_credit(bidirectional) <= 0:
-                self._blocked_streams(session, fc, bidirectional)
+                self._blocked(session, fc, bidirectional)
                 raise CreditExhausted("no stream credit")
             fc.we_opened[bidirectional] += 1
         stream_id = self.engine.next_stream_id(not bidirectional)
@@ -495,7 +495,7 @@ class WebTransportProtocol(Http3Layer):
         fc = session.fc
         if fc is not None and data:
             if len(data) > fc.data_credit():
-                self._blocked_data(session, fc)
+                self._blocked(session, fc, None)
                 raise CreditExhausted("no session data credit")
             fc.sent += len(data)
         if not self.engine.send_stream_data(stream_id, data, end_stream):

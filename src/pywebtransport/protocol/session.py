@@ -20,11 +20,11 @@ from __future__ import annotations
 import logging
 from enum import Enum
 
-from .codec import encode_capsule, encode_varint
-from .errors import Scope
+from .codec import NeedMoreData, decode_varint, encode_capsule, encode_varint
+from .errors import ProtocolViolation, Scope
 from .events import ProtocolEvent
 from .tlv import TLVReader
-from .wire import CapsuleType, Dialect, H3ErrorCode
+from .wire import MAX_CLOSE_REASON, CapsuleType, Dialect, H3ErrorCode
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +131,72 @@ class FlowControl:
                 self.local_max_streams[bidi] = target
                 out += encode_capsule(ctype, encode_varint(target))
         return out
+
+    def on_capsule(self, ctype: int, value: bytes) -> bool:
+        """Apply the peer's flow-control capsule. Returns True when our credit grew.
+
+        Raises:
+            ProtocolViolation: a malformed capsule (H3_MESSAGE_ERROR) or a limit that went
+                down (WT_FLOW_CONTROL_ERROR), both of session scope.
+        """
+        try:
+            number, end = decode_varint(value)
+        except NeedMoreData:
+            number, end = -1, 0
+        if number < 0 or end != len(value):
+            raise ProtocolViolation(
+                H3ErrorCode.H3_MESSAGE_ERROR, "malformed flow-control capsule", scope=Scope.SESSION
+            )
+        if ctype == CapsuleType.WT_MAX_DATA:
+            if number < self.remote_max_data:
+                raise ProtocolViolation(
+                    H3ErrorCode.WT_FLOW_CONTROL_ERROR, "WT_MAX_DATA decreased", scope=Scope.SESSION
+                )
+            self.remote_max_data = number
+        elif ctype in (CapsuleType.WT_MAX_STREAMS_BIDI, CapsuleType.WT_MAX_STREAMS_UNI):
+            bidi = ctype == CapsuleType.WT_MAX_STREAMS_BIDI
+            if number < self.remote_max_streams[bidi]:
+                raise ProtocolViolation(
+                    H3ErrorCode.WT_FLOW_CONTROL_ERROR,
+                    "WT_MAX_STREAMS decreased",
+                    scope=Scope.SESSION,
+                )
+            self.remote_max_streams[bidi] = number
+        else:  # the peer's BLOCKED capsules: our grants follow consumption, not requests
+            return False
+        self.blocked_sent = False
+        return True
+
+    def blocked(self, bidirectional: bool | None) -> bytes:
+        """The BLOCKED capsule to send when we ran out of credit (empty: one was sent already).
+
+        ``bidirectional``: None for data (WT_DATA_BLOCKED), else the kind of stream.
+        """
+        if self.blocked_sent:
+            return b""
+        self.blocked_sent = True
+        if bidirectional is None:
+            return encode_capsule(CapsuleType.WT_DATA_BLOCKED, encode_varint(self.remote_max_data))
+        ctype = (
+            CapsuleType.WT_STREAMS_BLOCKED_BIDI
+            if bidirectional
+            else CapsuleType.WT_STREAMS_BLOCKED_UNI
+        )
+        return encode_capsule(ctype, encode_varint(self.remote_max_streams[bidirectional]))
+
+
+def read_close_capsule(value: bytes) -> tuple[int, str]:
+    """The code and reason of a CLOSE_SESSION capsule.
+
+    Raises:
+        ProtocolViolation: H3_MESSAGE_ERROR (session scope) when it is shorter than a code or
+            its reason is over 1024 bytes (the draft's limit).
+    """
+    if not 4 <= len(value) <= 4 + MAX_CLOSE_REASON:
+        raise ProtocolViolation(
+            H3ErrorCode.H3_MESSAGE_ERROR, "malformed close capsule", scope=Scope.SESSION
+        )
+    return int.from_bytes(value[:4], "big"), value[4:].decode("utf-8", "replace")
 
 
 def grant_due(granted: int, used: int, target: int) -> bool:

@@ -21,13 +21,18 @@ from .errors import (
     ProtocolViolation,
     Scope,
 )
-from .session import FLOW_CAPSULES, FlowControl, SessionPhase, SessionState
+from .session import (
+    FLOW_CAPSULES,
+    FlowControl,
+    SessionPhase,
+    SessionState,
+    read_close_capsule,
+)
 from .settings import (
     flow_control_enabled,
 )
 from .stream_table import Kind, Stream, StreamTable
 from .wire import (
-    MAX_CLOSE_REASON,
     CapsuleType,
     H3ErrorCode,
     SettingId,
@@ -96,13 +101,7 @@ class SessionLayer(StreamTable):
                 H3ErrorCode.H3_MESSAGE_ERROR, "capsule after close", scope=Scope.SESSION
             )
         if ctype == CapsuleType.CLOSE_SESSION:
-            # Draft: the reason "MUST NOT exceed 1024 bytes".
-            if not 4 <= len(value) <= 4 + MAX_CLOSE_REASON:
-                raise ProtocolViolation(
-                    H3ErrorCode.H3_MESSAGE_ERROR, "malformed close capsule", scope=Scope.SESSION
-                )
-            code = int.from_bytes(value[:4], "big")
-            reason = value[4:].decode("utf-8", "replace")
+            code, reason = read_close_capsule(value)
             session.close_received = True
             if not session.close_sent:
                 self.engine.send_stream_data(session.session_id, b"", True)
@@ -110,38 +109,11 @@ class SessionLayer(StreamTable):
             self._finish_session(session, code, reason, by_peer=True)
         elif ctype == CapsuleType.DRAIN_SESSION:
             self._events.append(ev.SessionDraining(session.session_id))
-        elif session.fc is not None and ctype in FLOW_CAPSULES:
-            self._on_flow_capsule(session, session.fc, ctype, value)
-
-    def _on_flow_capsule(
-        self, session: SessionState, fc: FlowControl, ctype: int, value: bytes
-    ) -> None:
-        try:
-            number, end = decode_varint(value)
-        except NeedMoreData:
-            number, end = -1, 0
-        if number < 0 or end != len(value):
-            raise ProtocolViolation(
-                H3ErrorCode.H3_MESSAGE_ERROR, "malformed flow-control capsule", scope=Scope.SESSION
-            )
-        if ctype == CapsuleType.WT_MAX_DATA:
-            if number < fc.remote_max_data:
-                raise ProtocolViolation(
-                    H3ErrorCode.WT_FLOW_CONTROL_ERROR, "WT_MAX_DATA decreased", scope=Scope.SESSION
-                )
-            fc.remote_max_data = number
-            fc.blocked_sent = False
-            self._events.append(ev.CreditAvailable(session.session_id))
-        elif ctype in (CapsuleType.WT_MAX_STREAMS_BIDI, CapsuleType.WT_MAX_STREAMS_UNI):
-            bidi = ctype == CapsuleType.WT_MAX_STREAMS_BIDI
-            if number < fc.remote_max_streams[bidi]:
-                raise ProtocolViolation(
-                    H3ErrorCode.WT_FLOW_CONTROL_ERROR,
-                    "WT_MAX_STREAMS decreased",
-                    scope=Scope.SESSION,
-                )
-            fc.remote_max_streams[bidi] = number
-            fc.blocked_sent = False
+        elif (
+            session.fc is not None
+            and ctype in FLOW_CAPSULES
+            and session.fc.on_capsule(ctype, value)
+        ):
             self._events.append(ev.CreditAvailable(session.session_id))
 
     def _attach(

@@ -18,7 +18,6 @@ from . import events as ev
 from .codec import (
     encode_capsule,
     encode_frame,
-    encode_varint,
 )
 from .errors import (
     ProtocolViolation,
@@ -34,7 +33,6 @@ from .settings import (
 )
 from .tlv import TLVReader
 from .wire import (
-    CapsuleType,
     Dialect,
     FrameType,
     H3ErrorCode,
@@ -219,20 +217,11 @@ class StreamTable:
         if session.is_open and fc.data_update_due():
             self._grant(session, fc)
 
-    def _blocked_data(self, session: SessionState, fc: FlowControl) -> None:
-        if not fc.blocked_sent:
-            fc.blocked_sent = True
-            self._send_capsule(
-                session, CapsuleType.WT_DATA_BLOCKED, encode_varint(fc.remote_max_data)
-            )
-
-    def _blocked_streams(self, session: SessionState, fc: FlowControl, bidi: bool) -> None:
-        if not fc.blocked_sent:
-            fc.blocked_sent = True
-            ctype = (
-                CapsuleType.WT_STREAMS_BLOCKED_BIDI if bidi else CapsuleType.WT_STREAMS_BLOCKED_UNI
-            )
-            self._send_capsule(session, ctype, encode_varint(fc.remote_max_streams[bidi]))
+    def _blocked(self, session: SessionState, fc: FlowControl, bidirectional: bool | None) -> None:
+        """Tell the peer we ran out of its credit (once until it grants more)."""
+        capsule = fc.blocked(bidirectional)
+        if capsule:
+            self.engine.send_stream_data(session.session_id, encode_frame(FrameType.DATA, capsule))
 
     def _new_peer_stream(self, stream_id: int) -> Stream:
         peer_initiated = bool(stream_id & 1) == self.is_client
