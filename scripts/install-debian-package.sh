@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install a Debian package unless the command it provides is on PATH already.
 # Usage: install-debian-package.sh PACKAGE COMMAND
-# (chromium: the interop tests drive it headless; redis-server: the pub/sub tests start it.)
+# (chromium, firefox-esr: the interop tests drive them headless; redis-server: the pub/sub tests
+# start it.)
 set -euo pipefail
 
 package="$1"

@@ -54,7 +54,7 @@ _STOP_TIMEOUT = 5.0
 
 
 class BrowserPageError(AssertionError):
-    """The page did not report in time, or Chromium exited; carries the logs for the reader."""
+    """The page did not report in time, or the browser exited; carries the logs for the reader."""
 
 
 def find_chromium() -> str | None:
@@ -83,6 +83,9 @@ class Chromium:
             result = await browser.wait_for_post(page_server, "/report", timeout=30)
         ```
     """
+
+    #: The browser's name in messages and file names.
+    name = "chromium"
 
     def __init__(
         self,
@@ -113,23 +116,33 @@ class Chromium:
         return self._log_path
 
     def log_tail(self, max_lines: int = 40) -> str:
-        """Return the last lines of Chromium's output."""
+        """Return the last lines of the browser's output."""
         if self._log_path is None or not self._log_path.exists():
-            return "(no chromium log)"
+            return f"(no {self.name} log)"
         lines = self._log_path.read_text(errors="replace").splitlines()
-        return "\n".join(lines[-max_lines:]) or "(chromium log is empty)"
+        return "\n".join(lines[-max_lines:]) or f"({self.name} log is empty)"
+
+    def find_executable(self) -> str | None:
+        """The browser binary (``$CHROMIUM`` wins over ``PATH``)."""
+        return find_chromium()
+
+    def arguments(self, profile: Path) -> list[str]:
+        """The command line (after the binary) that opens :attr:`url` with ``profile``."""
+        return [*CHROMIUM_FLAGS, f"--user-data-dir={profile}", *self._extra_args, self.url]
 
     async def __aenter__(self) -> Self:
-        """Launch Chromium with a fresh profile directory."""
-        executable = self._executable or find_chromium()
+        """Launch the browser with a fresh profile directory."""
+        executable = self._executable or self.find_executable()
         if executable is None:
-            raise FileNotFoundError("chromium is not installed (apt-get install -y chromium)")
-        self._temp_dir = Path(tempfile.mkdtemp(prefix="pwt-chromium-"))
+            raise FileNotFoundError(
+                f"{self.name} is not installed (the test command installs it with apt-get)"
+            )
+        self._temp_dir = Path(tempfile.mkdtemp(prefix=f"pwt-{self.name}-"))
         if self._log_path is None:
-            self._log_path = self._temp_dir / "chromium.log"
+            self._log_path = self._temp_dir / f"{self.name}.log"
         profile = self._temp_dir / "profile"
         profile.mkdir()
-        args = [*CHROMIUM_FLAGS, f"--user-data-dir={profile}", *self._extra_args, self.url]
+        args = self.arguments(profile)
         with self._log_path.open("wb") as log:
             self.process = await asyncio.create_subprocess_exec(
                 executable,
@@ -139,7 +152,7 @@ class Chromium:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        logger.debug("chromium pid %d opened %s", self.process.pid, self.url)
+        logger.debug("%s pid %d opened %s", self.name, self.process.pid, self.url)
         return self
 
     async def __aexit__(
@@ -154,7 +167,7 @@ class Chromium:
         finally:
             if self._temp_dir is not None:
                 if exc is not None and self._log_path is not None:
-                    logger.warning("chromium output:\n%s", self.log_tail())
+                    logger.warning("%s output:\n%s", self.name, self.log_tail())
                 shutil.rmtree(self._temp_dir, ignore_errors=True)
 
     async def stop(self) -> None:
@@ -172,7 +185,7 @@ class Chromium:
             except TimeoutError:
                 continue
         else:
-            raise RuntimeError(f"chromium pid {process.pid} did not exit after SIGKILL")
+            raise RuntimeError(f"{self.name} pid {process.pid} did not exit after SIGKILL")
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # leftovers of the group, if any
 
@@ -202,14 +215,14 @@ class Chromium:
         if posted.done() and not posted.cancelled() and posted.exception() is None:
             return posted.result()
         reason = (
-            f"chromium exited with code {self.process.returncode}"
+            f"{self.name} exited with code {self.process.returncode}"
             if self.process.returncode is not None
             else f"the page posted nothing to {path} within {timeout} s"
         )
         raise BrowserPageError(
             f"{reason}\n--- page log ---\n"
             + "\n".join(page_log)
-            + f"\n--- chromium output ({self.log_path}) ---\n{self.log_tail()}"
+            + f"\n--- {self.name} output ({self.log_path}) ---\n{self.log_tail()}"
         )
 
 
@@ -222,6 +235,7 @@ async def run_page(
     extra_args: Sequence[str] = (),
     posts: dict[str, Callable[[Any], Awaitable[None]]] | None = None,
     gets: dict[str, tuple[bytes, str]] | None = None,
+    browser: type[Chromium] | None = None,
 ) -> Any:
     """Serve ``html`` (with ``config`` at ``/config.json``) to a fresh headless Chromium.
 
@@ -237,6 +251,7 @@ async def run_page(
         posts: More POST routes; the page's ``fetch`` resolves when the callback returns, so a
             callback can make the page wait for the test.
         gets: More GET routes: path -> (body, content type), for example a script module.
+        browser: The browser class (default :class:`Chromium`; ``tests.interop.firefox.Firefox``).
 
     Returns:
         The JSON value the page POSTed to ``/report``.
@@ -258,5 +273,6 @@ async def run_page(
             pages.add_post(path, callback)
         for path, (body, content_type) in (gets or {}).items():
             pages.add_get(path, body, content_type=content_type)
-        async with Chromium(pages.url, log_path=log_path, extra_args=extra_args) as browser:
-            return await browser.wait_for_post(pages, "/report", timeout=timeout, page_log=page_log)
+        kind = browser or Chromium
+        async with kind(pages.url, log_path=log_path, extra_args=extra_args) as running:
+            return await running.wait_for_post(pages, "/report", timeout=timeout, page_log=page_log)

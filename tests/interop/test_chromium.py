@@ -24,7 +24,7 @@ from pywebtransport.exceptions import StreamError, WebTransportError
 from pywebtransport.server.certificate import generate_self_signed_certificate
 from pywebtransport.server.echo import echo_handler
 from pywebtransport.web import demo_page
-from tests.interop.chromium import load_page, run_page
+from tests.interop.chromium import Chromium, load_page, run_page
 
 # No skip when Chromium is missing: the test command installs it, and a browser test that
 # quietly skips would stand in for a missing feature. The harness fails with a clear message.
@@ -205,6 +205,7 @@ class ServerUnderTest:
     hash_hex: str
     probe: Probe
     log_dir: Path
+    browser: type[Chromium] = Chromium
 
     async def run(self, scenario: str, route: str, **extra: Any) -> Any:
         """Run one page scenario against ``route`` and return its result (asserting it passed)."""
@@ -218,7 +219,8 @@ class ServerUnderTest:
             load_page("scenarios.html"),
             config,
             timeout=PAGE_TIMEOUT,
-            log_path=self.log_dir / f"chromium-{scenario}.log",
+            log_path=self.log_dir / f"{self.browser.name}-{scenario}.log",
+            browser=self.browser,
         )
         assert report["ok"], json.dumps(report, indent=1)
         return report["result"]
