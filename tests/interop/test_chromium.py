@@ -367,3 +367,12 @@ async def test_demo_page_against_echo_handler(server: ServerUnderTest, tmp_path:
     assert report["datagrams"]["count"] >= 1
     assert report["datagrams"]["details"].startswith("1024 bytes"), report["datagrams"]
     assert report["closed"] == {"closeCode": 0, "reason": "demo done"}
+
+
+async def test_page_cancel_then_close_stops_with_the_cancel_code(server: ServerUnderTest) -> None:
+    """Chromium's ``readable.cancel(5)`` sends STOP_SENDING 5 before the page's close (77)."""
+    async with asyncio.timeout(SCENARIO_TIMEOUT):
+        result = await server.run("cancel_then_close", "/stop-probe")
+        code = await server.probe.wait("stop")
+    assert result == {"firstByte": ord("x")}
+    assert code == 5

@@ -120,6 +120,17 @@ async def test_page_resets_stream_with_code(server: ServerUnderTest) -> None:
     assert code == 7
 
 
+async def test_page_cancel_sends_no_stop_sending(server: ServerUnderTest) -> None:
+    """Firefox's ``readable.cancel(5)`` sends no STOP_SENDING: our writer learns of no code 5
+    and only stops when the page closes the session, which first ends Firefox's open streams
+    with an HTTP/3 code (not a WebTransport one: ``error_code`` is None)."""
+    async with asyncio.timeout(SCENARIO_TIMEOUT):
+        result = await server.run("cancel_then_close", "/stop-probe")
+        code = await server.probe.wait("stop")
+    assert result == {"firstByte": ord("x")}
+    assert code is None
+
+
 async def test_server_reset_reaches_firefox_without_its_code(server: ServerUnderTest) -> None:
     """A RESET_STREAM from us fails Firefox's reader with a TypeError and no streamErrorCode."""
     async with asyncio.timeout(SCENARIO_TIMEOUT):
