@@ -11,7 +11,7 @@ import pytest
 
 from pywebtransport import ServerApp, ServerConfig, WebTransportServer, WebTransportSession
 from pywebtransport.server.certificate import generate_self_signed_certificate
-from tests.interop.chromium import load_page, run_page
+from tests.interop.chromium import Chromium, load_page, run_page
 
 pytestmark = [pytest.mark.interop]
 
@@ -25,8 +25,10 @@ async def negotiate(
     server_protocols: list[str],
     offered: list[str] | None,
     retry: str = "auto",
+    browser: type[Chromium] = Chromium,
 ) -> tuple[dict[str, Any], asyncio.Future[str | None], WebTransportServer]:
-    """Serve, let Chromium connect offering ``offered``; return its report and the server's view."""
+    """Serve, let the browser connect offering ``offered``; return its report and the server's
+    view."""
     bundle = generate_self_signed_certificate()
     certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
     bundle.write(certfile=str(certfile), keyfile=str(keyfile))
@@ -61,7 +63,8 @@ async def negotiate(
             load_page("protocols.html"),
             page_config,
             timeout=PAGE_TIMEOUT,
-            log_path=tmp_path / "chromium-protocols.log",
+            log_path=tmp_path / f"{browser.name}-protocols.log",
+            browser=browser,
         )
     finally:
         await server.close(grace=0)

@@ -25,6 +25,8 @@ from tests.interop.test_chromium import (
     build_app,
     pattern,
 )
+from tests.interop.test_chromium_protocols import negotiate
+from tests.interop.test_chromium_restart import restarted_under_the_page
 
 # No skip when Firefox is missing: the test command installs it (firefox-esr).
 pytestmark = [pytest.mark.interop]
@@ -140,3 +142,22 @@ async def test_server_reset_reaches_firefox_without_its_code(server: ServerUnder
     assert error is not None, result
     assert (error["name"], error["message"]) == ("TypeError", "Error in input stream")
     assert error["streamErrorCode"] is None
+
+
+async def test_firefox_connects_through_a_retry(tmp_path: Path) -> None:
+    """With ``retry="always"`` Firefox proves its address first; it offers no subprotocols."""
+    async with asyncio.timeout(SCENARIO_TIMEOUT):
+        result, seen, server = await negotiate(
+            tmp_path, server_protocols=["chat"], offered=None, retry="always", browser=Firefox
+        )
+    assert result["echoed"] == "server:None"
+    assert seen.done() and seen.result() is None
+    stats = server.stats
+    assert stats["retries_sent"] >= 1 and stats["connections_accepted"] >= 1, stats
+
+
+async def test_firefox_session_ends_promptly_when_the_server_restarts(tmp_path: Path) -> None:
+    """The restarted server's stateless reset ends Firefox's session at once too."""
+    async with asyncio.timeout(SCENARIO_TIMEOUT * 2):
+        result = await restarted_under_the_page(tmp_path, Firefox)
+    assert result["settled"] != "open" and result["closedAfterMs"] < 3000, result
