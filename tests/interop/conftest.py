@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,3 +45,25 @@ def make_certificate(directory: Path, *, days: int = 10) -> CertificateFiles:
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CertificateFiles]:
     """Provide a fresh certificate in a module-scoped temporary directory."""
     yield make_certificate(tmp_path_factory.mktemp("interop-certs"))
+
+
+class AccessRecords(logging.Handler):
+    """Keeps the ``pywebtransport.access`` records of the test."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def access() -> Iterator[AccessRecords]:
+    logger = logging.getLogger("pywebtransport.access")
+    handler, level = AccessRecords(), logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)

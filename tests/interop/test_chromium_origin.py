@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from pywebtransport.server.certificate import generate_self_signed_certificate
 from pywebtransport.server.echo import echo_handler
 from pywebtransport.web import PageServer
 from tests.interop.chromium import Chromium, load_page
+from tests.interop.conftest import AccessRecords
 
 pytestmark = [pytest.mark.interop]
 
@@ -78,28 +78,6 @@ main();
 """
 
 
-class AccessRecords(logging.Handler):
-    """Keeps the ``pywebtransport.access`` records of the test."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def access() -> Iterator[AccessRecords]:
-    logger = logging.getLogger("pywebtransport.access")
-    handler, level = AccessRecords(), logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-
-
 @asynccontextmanager
 async def guarded_server(
     config: ServerConfig, allowed: list[str], seen: list[str | None]
@@ -122,6 +100,12 @@ async def guarded_server(
 
 
 async def test_browser_origin_allowed_and_rejected(tmp_path: Path, access: AccessRecords) -> None:
+    await origin_checked(tmp_path, access, Chromium)
+
+
+async def origin_checked(tmp_path: Path, access: AccessRecords, browser: type[Chromium]) -> None:
+    """A page served from one origin opens a session on a server listing that origin and on
+    one that does not; the browser's real ``origin`` header decides both."""
     bundle = generate_self_signed_certificate()
     certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
     bundle.write(certfile=str(certfile), keyfile=str(keyfile))
@@ -147,14 +131,15 @@ async def test_browser_origin_allowed_and_rejected(tmp_path: Path, access: Acces
                 "/config.json", json.dumps(page_config).encode(), content_type="application/json"
             )
             pages.add_post("/report")
-            async with Chromium(pages.url, log_path=tmp_path / "chromium.log") as browser:
-                report = await browser.wait_for_post(pages, "/report", timeout=PAGE_TIMEOUT)
+            log = tmp_path / f"{browser.name}.log"
+            async with browser(pages.url, log_path=log) as running:
+                report = await running.wait_for_post(pages, "/report", timeout=PAGE_TIMEOUT)
 
     assert "pageError" not in report, json.dumps(report, indent=1)
     assert report["allowed"] == {"ok": True, "echo": "hello origin"}, report
     assert report["denied"]["ok"] is False, report
     assert report["denied"]["error"].startswith("WebTransportError"), report
-    # Chromium sent its page's origin to both servers; only the one listing it let it in.
+    # The browser sent its page's origin to both servers; only the one listing it let it in.
     assert seen_allowed == [page_origin]
     assert seen_denied == [page_origin]
     outcomes = {record.path: record.status for record in access.records}  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ import pytest_asyncio
 
 from pywebtransport import ServerConfig, WebTransportServer
 from pywebtransport.server.certificate import generate_self_signed_certificate
+from tests.interop.conftest import AccessRecords
 from tests.interop.firefox import Firefox
 from tests.interop.test_chromium import (
     SCENARIO_TIMEOUT,
@@ -25,6 +26,7 @@ from tests.interop.test_chromium import (
     build_app,
     pattern,
 )
+from tests.interop.test_chromium_origin import origin_checked
 from tests.interop.test_chromium_protocols import negotiate
 from tests.interop.test_chromium_restart import restarted_under_the_page
 
@@ -161,3 +163,8 @@ async def test_firefox_session_ends_promptly_when_the_server_restarts(tmp_path: 
     async with asyncio.timeout(SCENARIO_TIMEOUT * 2):
         result = await restarted_under_the_page(tmp_path, Firefox)
     assert result["settled"] != "open" and result["closedAfterMs"] < 3000, result
+
+
+async def test_firefox_origin_allowed_and_rejected(tmp_path: Path, access: AccessRecords) -> None:
+    """Firefox sends its page's origin too: ``origin_allowlist`` lets it in or answers 403."""
+    await origin_checked(tmp_path, access, Firefox)
