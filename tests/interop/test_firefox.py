@@ -168,3 +168,17 @@ async def test_firefox_session_ends_promptly_when_the_server_restarts(tmp_path: 
 async def test_firefox_origin_allowed_and_rejected(tmp_path: Path, access: AccessRecords) -> None:
     """Firefox sends its page's origin too: ``origin_allowlist`` lets it in or answers 403."""
     await origin_checked(tmp_path, access, Firefox)
+
+
+async def test_server_stop_sending_fails_firefoxs_reading_side(server: ServerUnderTest) -> None:
+    """Our STOP_SENDING (code 11) on a stream also fails the page's reader, before the server's
+    reply arrives, with Firefox's TypeError and no code (Chromium reads the reply, then its
+    writer fails with code 11)."""
+    async with asyncio.timeout(SCENARIO_TIMEOUT):
+        result = await server.run("stop_from_server", "/stop-me")
+        assert await server.probe.wait("stopped") is True
+    (attempt,) = result["attempts"]
+    assert attempt["reply"] is None, result
+    error = attempt["readError"]
+    assert (error["name"], error["message"]) == ("TypeError", "Error in input stream")
+    assert error["streamErrorCode"] is None
