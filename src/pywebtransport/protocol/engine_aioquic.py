@@ -23,6 +23,7 @@ from .packets import stateless_reset_token
 from .quic import (
     STATELESS_RESET_CODE,
     Address,
+    ConfiguredFactory,
     EngineConnectionIdIssued,
     EngineConnectionIdRetired,
     EngineDatagram,
@@ -579,30 +580,11 @@ def aioquic_configuration(settings: QuicSettings) -> QuicConfiguration:
     return qc
 
 
-class AioquicFactory:
-    """:class:`EngineFactory` of :class:`AioquicEngine` (one ``QuicConfiguration`` for all)."""
+class AioquicFactory(ConfiguredFactory[AioquicEngine]):
+    """:class:`EngineFactory` of :class:`AioquicEngine` (one configuration for all its engines)."""
 
     def __init__(self, settings: QuicSettings) -> None:
-        self.settings = settings
-        self.configuration = aioquic_configuration(settings)
-
-    def create(
-        self,
-        *,
-        original_destination_connection_id: bytes | None = None,
-        retry_source_connection_id: bytes | None = None,
-        stateless_reset_key: bytes | None = None,
-    ) -> AioquicEngine:
-        """An engine for one connection (see :class:`AioquicEngine`)."""
-        settings = self.settings
-        return AioquicEngine(
-            self.configuration,
-            original_destination_connection_id=original_destination_connection_id,
-            retry_source_connection_id=retry_source_connection_id,
-            max_streams_bidi=settings.max_streams_bidi,
-            max_streams_uni=settings.max_streams_uni,
-            stateless_reset_key=stateless_reset_key,
-        )
+        super().__init__(settings, aioquic_configuration(settings), AioquicEngine)
 
 
 #: One frame-handler table per connection class: frame type -> (function, epochs).

@@ -105,6 +105,7 @@ from .packets import stateless_reset_token
 from .quic import (
     STATELESS_RESET_CODE,
     Address,
+    ConfiguredFactory,
     EngineConnectionIdIssued,
     EngineConnectionIdRetired,
     EngineDatagram,
@@ -854,30 +855,11 @@ def qh3_configuration(settings: QuicSettings) -> QuicConfiguration:
     return qc
 
 
-class Qh3Factory:
-    """:class:`EngineFactory` of :class:`Qh3Engine` (one ``QuicConfiguration`` for all)."""
+class Qh3Factory(ConfiguredFactory[Qh3Engine]):
+    """:class:`EngineFactory` of :class:`Qh3Engine` (one configuration for all its engines)."""
 
     def __init__(self, settings: QuicSettings) -> None:
-        self.settings = settings
-        self.configuration = qh3_configuration(settings)
-
-    def create(
-        self,
-        *,
-        original_destination_connection_id: bytes | None = None,
-        retry_source_connection_id: bytes | None = None,
-        stateless_reset_key: bytes | None = None,
-    ) -> Qh3Engine:
-        """An engine for one connection (see :class:`Qh3Engine`)."""
-        settings = self.settings
-        return Qh3Engine(
-            self.configuration,
-            original_destination_connection_id=original_destination_connection_id,
-            retry_source_connection_id=retry_source_connection_id,
-            max_streams_bidi=settings.max_streams_bidi,
-            max_streams_uni=settings.max_streams_uni,
-            stateless_reset_key=stateless_reset_key,
-        )
+        super().__init__(settings, qh3_configuration(settings), Qh3Engine)
 
 
 _Store = tuple[list[bytes], list[bytes], list[bytes]]

@@ -12,8 +12,9 @@ negotiation) are in ``packets.py``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 Address = Any  # (host, port) or (host, port, flowinfo, scope_id)
 
@@ -183,6 +184,46 @@ class EngineFactory(Protocol):
             stateless_reset_key: server: the secret its stateless-reset tokens are derived from.
         """
         ...
+
+
+EngineT = TypeVar("EngineT", bound=RoutedEngine)
+
+
+class ConfiguredFactory(Generic[EngineT]):
+    """An :class:`EngineFactory` that builds one engine configuration and hands it to each engine.
+
+    Each engine module subclasses it with its configuration builder and engine class
+    (``AioquicFactory``, ``Qh3Factory``); their engines take the same arguments.
+
+    Args:
+        settings: the endpoint's settings.
+        configuration: the engine's configuration built from them (certificate and key read).
+        engine: the engine class (or any callable with its arguments).
+    """
+
+    def __init__(
+        self, settings: QuicSettings, configuration: Any, engine: Callable[..., EngineT]
+    ) -> None:
+        self.settings = settings
+        self.configuration = configuration
+        self._engine = engine
+
+    def create(
+        self,
+        *,
+        original_destination_connection_id: bytes | None = None,
+        retry_source_connection_id: bytes | None = None,
+        stateless_reset_key: bytes | None = None,
+    ) -> EngineT:
+        """An engine for one connection (see :meth:`EngineFactory.create`)."""
+        return self._engine(
+            self.configuration,
+            original_destination_connection_id=original_destination_connection_id,
+            retry_source_connection_id=retry_source_connection_id,
+            max_streams_bidi=self.settings.max_streams_bidi,
+            max_streams_uni=self.settings.max_streams_uni,
+            stateless_reset_key=stateless_reset_key,
+        )
 
 
 def file_stamp(path: str | None) -> tuple[int, int, int] | None:
