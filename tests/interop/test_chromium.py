@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from pywebtransport.server.certificate import generate_self_signed_certificate
 from pywebtransport.server.echo import echo_handler
 from pywebtransport.web import demo_page
 from tests.interop.chromium import Chromium, load_page, run_page
+from tests.interop.firefox import Firefox
 
 # No skip when Chromium is missing: the test command installs it, and a browser test that
 # quietly skips would stand in for a missing feature. The harness fails with a clear message.
@@ -226,8 +228,11 @@ class ServerUnderTest:
         return report["result"]
 
 
-@pytest_asyncio.fixture
-async def server(tmp_path: Path) -> AsyncIterator[ServerUnderTest]:
+@asynccontextmanager
+async def scenario_server(
+    tmp_path: Path, browser: type[Chromium]
+) -> AsyncIterator[ServerUnderTest]:
+    """Our server with the scenario routes, for pages run in ``browser``."""
     bundle = generate_self_signed_certificate()
     certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
     bundle.write(certfile=str(certfile), keyfile=str(keyfile))
@@ -237,11 +242,26 @@ async def server(tmp_path: Path) -> AsyncIterator[ServerUnderTest]:
     await wt_server.listen(host="127.0.0.1", port=0)
     port = wt_server.local_address[1]
     try:
-        yield ServerUnderTest(f"https://127.0.0.1:{port}", bundle.sha256.hex(), probe, tmp_path)
+        url = f"https://127.0.0.1:{port}"
+        yield ServerUnderTest(url, bundle.sha256.hex(), probe, tmp_path, browser)
     finally:
         await wt_server.close()
 
 
+@pytest_asyncio.fixture
+async def server(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[ServerUnderTest]:
+    """The scenario server for Chromium, or for the browser a test names (``BOTH_BROWSERS``)."""
+    async with scenario_server(tmp_path, getattr(request, "param", Chromium)) as under_test:
+        yield under_test
+
+
+#: For the scenarios both browsers pass alike: the test runs once per browser.
+BOTH_BROWSERS = pytest.mark.parametrize(
+    "server", [Chromium, Firefox], indirect=True, ids=["chromium", "firefox"]
+)
+
+
+@BOTH_BROWSERS
 async def test_client_bidi_streams_echo(server: ServerUnderTest) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
         result = await server.run("bidi_echo", "/echo")
@@ -252,13 +272,15 @@ async def test_client_bidi_streams_echo(server: ServerUnderTest) -> None:
     ]
 
 
-async def test_credit_updates_reach_chromium(server: ServerUnderTest) -> None:
-    """8 MiB through one stream and 250 streams: Chromium follows our MAX_* updates."""
+@BOTH_BROWSERS
+async def test_credit_updates_reach_the_browser(server: ServerUnderTest) -> None:
+    """8 MiB through one stream and 250 streams: the browser follows our MAX_* updates."""
     async with asyncio.timeout(SCENARIO_TIMEOUT):
         result = await server.run("credit", "/echo", bulkSize=8 * 1024 * 1024, streams=250)
     assert result == {"bulk": 8 * 1024 * 1024, "same": True, "streams": 250}
 
 
+@BOTH_BROWSERS
 async def test_server_opened_bidi_stream(server: ServerUnderTest) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
         result = await server.run("server_bidi", "/server-bidi")
@@ -267,6 +289,7 @@ async def test_server_opened_bidi_stream(server: ServerUnderTest) -> None:
     assert reply == b"page:hello from server"
 
 
+@BOTH_BROWSERS
 async def test_unidirectional_both_ways(server: ServerUnderTest) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
         result = await server.run("uni_both", "/uni", uniSize=UNI_SIZE)
@@ -290,6 +313,7 @@ async def test_datagrams_both_ways(server: ServerUnderTest) -> None:
     assert big == result["maxDatagramSize"] == result["bigAck"]
 
 
+@BOTH_BROWSERS
 async def test_page_closes_with_code_and_reason(server: ServerUnderTest) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
         result = await server.run("close_from_page", "/hold")
@@ -298,6 +322,7 @@ async def test_page_closes_with_code_and_reason(server: ServerUnderTest) -> None
     assert result["error"] is None
 
 
+@BOTH_BROWSERS
 async def test_server_closes_with_code_and_reason(server: ServerUnderTest) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
         result = await server.run("close_from_server", "/close-me")
@@ -307,6 +332,7 @@ async def test_server_closes_with_code_and_reason(server: ServerUnderTest) -> No
     assert result["closed"] == {"closeCode": 4321, "reason": "server bye"}
 
 
+@BOTH_BROWSERS
 async def test_page_resets_stream_with_code(server: ServerUnderTest) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
         result = await server.run("reset_from_page", "/reset-probe")

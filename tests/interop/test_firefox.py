@@ -1,8 +1,9 @@
 """Headless Firefox's JavaScript ``WebTransport`` against our server.
 
-The same server, routes and page as the Chromium tests (test_chromium.py), run in a fresh headless
-Firefox (``tests/interop/firefox.py``). Where Firefox behaves differently from Chromium the test
-asserts what Firefox does, and docs/interop.md records it.
+The scenarios both browsers pass alike run in both from test_chromium.py (``BOTH_BROWSERS``).
+Here: those where Firefox behaves differently from Chromium (the test asserts what Firefox does,
+and docs/interop.md records it), and Firefox through a Retry, a server restart and Origin checks,
+on the same server, routes and pages as the Chromium tests.
 """
 
 from __future__ import annotations
@@ -14,18 +15,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from pywebtransport import ServerConfig, WebTransportServer
-from pywebtransport.server.certificate import generate_self_signed_certificate
 from tests.interop.conftest import AccessRecords
 from tests.interop.firefox import Firefox
-from tests.interop.test_chromium import (
-    SCENARIO_TIMEOUT,
-    UNI_SIZE,
-    Probe,
-    ServerUnderTest,
-    build_app,
-    pattern,
-)
+from tests.interop.test_chromium import SCENARIO_TIMEOUT, ServerUnderTest, scenario_server
 from tests.interop.test_chromium_origin import origin_checked
 from tests.interop.test_chromium_protocols import negotiate
 from tests.interop.test_chromium_restart import restarted_under_the_page
@@ -33,56 +25,14 @@ from tests.interop.test_chromium_restart import restarted_under_the_page
 # No skip when Firefox is missing: the test command installs it (firefox-esr).
 pytestmark = [pytest.mark.interop]
 
+#: Every test here serves through test_chromium's helpers: on both engines, like the rest.
+QUIC_ENGINES = ("aioquic", "qh3")
+
 
 @pytest_asyncio.fixture
 async def server(tmp_path: Path) -> AsyncIterator[ServerUnderTest]:
-    bundle = generate_self_signed_certificate()
-    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
-    bundle.write(certfile=str(certfile), keyfile=str(keyfile))
-    config = ServerConfig(certfile=str(certfile), keyfile=str(keyfile), host="127.0.0.1", port=0)
-    probe = Probe()
-    wt_server = WebTransportServer(config=config, app=build_app(config, probe))
-    await wt_server.listen(host="127.0.0.1", port=0)
-    port = wt_server.local_address[1]
-    try:
-        yield ServerUnderTest(
-            f"https://127.0.0.1:{port}", bundle.sha256.hex(), probe, tmp_path, Firefox
-        )
-    finally:
-        await wt_server.close()
-
-
-async def test_client_bidi_streams_echo(server: ServerUnderTest) -> None:
-    async with asyncio.timeout(SCENARIO_TIMEOUT):
-        result = await server.run("bidi_echo", "/echo")
-    assert result["streams"] == [
-        {"size": 0, "echoed": 0, "same": True},
-        {"size": 5, "echoed": 5, "same": True},
-        {"size": 300000, "echoed": 300000, "same": True},
-    ]
-
-
-async def test_credit_updates_reach_firefox(server: ServerUnderTest) -> None:
-    """8 MiB through one stream and 250 streams: Firefox follows our MAX_* updates."""
-    async with asyncio.timeout(SCENARIO_TIMEOUT):
-        result = await server.run("credit", "/echo", bulkSize=8 * 1024 * 1024, streams=250)
-    assert result == {"bulk": 8 * 1024 * 1024, "same": True, "streams": 250}
-
-
-async def test_server_opened_bidi_stream(server: ServerUnderTest) -> None:
-    async with asyncio.timeout(SCENARIO_TIMEOUT):
-        result = await server.run("server_bidi", "/server-bidi")
-        reply = await server.probe.wait("server_bidi")
-    assert result == {"received": "hello from server"}
-    assert reply == b"page:hello from server"
-
-
-async def test_unidirectional_both_ways(server: ServerUnderTest) -> None:
-    async with asyncio.timeout(SCENARIO_TIMEOUT):
-        result = await server.run("uni_both", "/uni", uniSize=UNI_SIZE)
-        received = await server.probe.wait("uni")
-    assert result == {"received": UNI_SIZE, "same": True}
-    assert received == pattern(UNI_SIZE, 3)
+    async with scenario_server(tmp_path, Firefox) as under_test:
+        yield under_test
 
 
 async def test_datagrams_both_ways(server: ServerUnderTest) -> None:
@@ -96,32 +46,6 @@ async def test_datagrams_both_ways(server: ServerUnderTest) -> None:
     assert result["fromServer"]
     # Firefox reports 1024 as its datagram limit, whatever the path allows.
     assert big == result["maxDatagramSize"] == result["bigAck"] == 1024
-
-
-async def test_page_closes_with_code_and_reason(server: ServerUnderTest) -> None:
-    async with asyncio.timeout(SCENARIO_TIMEOUT):
-        result = await server.run("close_from_page", "/hold")
-        code, reason = await server.probe.wait("closed")
-    assert (code, reason) == (1234, "page bye")
-    assert result["error"] is None
-
-
-async def test_server_closes_with_code_and_reason(server: ServerUnderTest) -> None:
-    async with asyncio.timeout(SCENARIO_TIMEOUT):
-        result = await server.run("close_from_server", "/close-me")
-        request = await server.probe.wait("close_request")
-    assert request == b"close please"
-    assert result["error"] is None, result
-    assert result["closed"] == {"closeCode": 4321, "reason": "server bye"}
-
-
-async def test_page_resets_stream_with_code(server: ServerUnderTest) -> None:
-    async with asyncio.timeout(SCENARIO_TIMEOUT):
-        result = await server.run("reset_from_page", "/reset-probe")
-        received, code = await server.probe.wait("reset")
-    assert result == {"ack": "ok"}
-    assert received == b"partial data"
-    assert code == 7
 
 
 async def test_page_cancel_sends_no_stop_sending(server: ServerUnderTest) -> None:
