@@ -26,6 +26,7 @@ check() {
 check "install chromium" bash scripts/install-debian-package.sh chromium chromium
 check "install firefox-esr" bash scripts/install-debian-package.sh firefox-esr firefox-esr
 check "install redis-server" bash scripts/install-debian-package.sh redis-server redis-server
+check "peers virtualenv (Python 3.12)" bash scripts/peers-venv.sh
 check "ruff check" "$bin/ruff" check .
 check "ruff format" "$bin/ruff" format --check .
 check "mypy" "$bin/mypy" --strict src tests

@@ -1,8 +1,10 @@
-"""Fixtures for the interoperability tests: a throw-away ECDSA certificate made at test time."""
+"""Fixtures for the interoperability tests: a throw-away ECDSA certificate made at test time,
+and the Python 3.12 virtualenv of the independent peers (``scripts/peers-venv.sh``)."""
 
 from __future__ import annotations
 
 import logging
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.certs import make_cert
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Upper bound on making the peers' virtualenv (a no-op when it is ready).
+PEERS_SETUP_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
@@ -67,3 +73,27 @@ def access() -> Iterator[AccessRecords]:
     yield handler
     logger.removeHandler(handler)
     logger.setLevel(level)
+
+
+@pytest.fixture(scope="session")
+def peers_python() -> str:
+    """The Python 3.12 interpreter that has web-transport-quinn, aiopquic and pywebtransport 0.21.1.
+
+    ``scripts/peers-venv.sh`` makes ``.venv/peers`` (the test command runs it first; here it is a
+    quick no-op then). Without a Python 3.12 on the machine the test fails with the script's
+    explanation: these peers are part of the suite, not optional.
+    """
+    script = ROOT / "scripts" / "peers-venv.sh"
+    completed = subprocess.run(
+        ["bash", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=PEERS_SETUP_TIMEOUT,
+        check=False,
+    )
+    if completed.returncode != 0:
+        pytest.fail(
+            f"the interop peers' Python 3.12 virtualenv is not available:\n{completed.stderr}",
+            pytrace=False,
+        )
+    return str(ROOT / ".venv" / "peers" / "bin" / "python")
