@@ -72,7 +72,7 @@ class PeerProcess:
 
     async def result(self, timeout: float = 4 * T) -> dict[str, Any]:
         """Wait for the next ``RESULT`` line; return its JSON object."""
-        getter: asyncio.Future[Any] = asyncio.ensure_future(self._results.get())
+        getter: asyncio.Future[dict[str, Any]] = asyncio.ensure_future(self._results.get())
         waiters: set[asyncio.Future[Any]] = {getter, self._reader}
         done, _ = await asyncio.wait(waiters, timeout=timeout)
         if getter in done:
