@@ -115,12 +115,15 @@ def build_app(config: ServerConfig, probe: Probe) -> ServerApp:
 
     async def datagrams(session: WebTransportSession) -> None:
         sent_own = False
+        big_sizes: list[int] = []  # every big datagram that arrived, in order
         while True:
             try:
                 data = await session.datagrams.receive()
             except WebTransportError:
                 return  # the session ended
             if len(data) > 100:
+                big_sizes.append(len(data))
+                probe.set("big_sizes", big_sizes)
                 probe.set("big", len(data))
                 await session.datagrams.send(b"big:%d" % len(data))
             else:
@@ -208,6 +211,7 @@ class ServerUnderTest:
     probe: Probe
     log_dir: Path
     browser: type[Chromium] = Chromium
+    stats: Callable[[], dict[str, Any]] = dict
 
     async def run(self, scenario: str, route: str, **extra: Any) -> Any:
         """Run one page scenario against ``route`` and return its result (asserting it passed)."""
@@ -243,7 +247,9 @@ async def scenario_server(
     port = wt_server.local_address[1]
     try:
         url = f"https://127.0.0.1:{port}"
-        yield ServerUnderTest(url, bundle.sha256.hex(), probe, tmp_path, browser)
+        yield ServerUnderTest(
+            url, bundle.sha256.hex(), probe, tmp_path, browser, lambda: wt_server.stats
+        )
     finally:
         await wt_server.close()
 

@@ -25,6 +25,9 @@ from tests.interop.test_chromium_restart import restarted_under_the_page
 # No skip when Firefox is missing: the test command installs it (firefox-esr).
 pytestmark = [pytest.mark.interop]
 
+#: The largest datagram payload Firefox sends us (its 1252-byte packets, our 8-byte CIDs).
+FIREFOX_LARGEST_DATAGRAM = 1224
+
 #: Every test here serves through test_chromium's helpers: on both engines, like the rest.
 QUIC_ENGINES = ("aioquic", "qh3")
 
@@ -46,6 +49,24 @@ async def test_datagrams_both_ways(server: ServerUnderTest) -> None:
     assert result["fromServer"]
     # Firefox reports 1024 as its datagram limit, whatever the path allows.
     assert big == result["maxDatagramSize"] == result["bigAck"] == 1024
+
+
+async def test_datagrams_beyond_the_reported_limit(server: ServerUnderTest) -> None:
+    """Firefox sends datagrams larger than the 1024 bytes it reports, up to what its packets
+    carry (1224 bytes with our 8-byte connection IDs); a larger one is dropped by Firefox
+    without an error to the page. Firefox may also open a second QUIC connection that carries
+    no session."""
+    async with asyncio.timeout(SCENARIO_TIMEOUT):
+        result = await server.run(
+            "datagrams", "/datagrams", bigSize=FIREFOX_LARGEST_DATAGRAM, tooBigSize=1225
+        )
+        sizes = await server.probe.wait("big_sizes")
+    assert result["maxDatagramSize"] == 1024
+    assert result["bigAck"] == FIREFOX_LARGEST_DATAGRAM
+    # Each round sends the too-big one first, on the same path: it never arrived.
+    assert set(sizes) == {FIREFOX_LARGEST_DATAGRAM}, sizes
+    stats = server.stats()
+    assert stats["sessions_requested"] == 1 and stats["connections_accepted"] in (1, 2), stats
 
 
 async def test_page_cancel_sends_no_stop_sending(server: ServerUnderTest) -> None:
