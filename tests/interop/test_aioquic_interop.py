@@ -102,6 +102,7 @@ def url(server: AioquicServerHandle, path: str) -> str:
     return f"https://127.0.0.1:{server.port}{path}"
 
 
+@pytest.mark.covers("bidi", "aioquic-server")
 @pytest.mark.parametrize("trust", ["ca_certs", "certificate_hash"])
 async def test_client_bidi_echo(
     aioquic_server: AioquicServerHandle, certificate: CertificateFiles, trust: str
@@ -125,6 +126,7 @@ async def test_client_bidi_echo(
     assert echoed == payload
 
 
+@pytest.mark.covers("uni", "aioquic-server")
 async def test_client_unidirectional_both_ways(
     aioquic_server: AioquicServerHandle, client: WebTransportClient
 ) -> None:
@@ -140,6 +142,7 @@ async def test_client_unidirectional_both_ways(
     assert received == payload
 
 
+@pytest.mark.covers("bidi-server", "aioquic-server")
 async def test_client_accepts_server_opened_streams(
     aioquic_server: AioquicServerHandle, client: WebTransportClient
 ) -> None:
@@ -155,6 +158,7 @@ async def test_client_accepts_server_opened_streams(
     assert uni_data == b"server-uni"
 
 
+@pytest.mark.covers("datagrams", "aioquic-server")
 async def test_client_datagrams_both_ways(
     aioquic_server: AioquicServerHandle, client: WebTransportClient
 ) -> None:
@@ -179,6 +183,7 @@ async def test_client_sees_404_as_handshake_error(
     assert info.value.status == 404
 
 
+@pytest.mark.covers("close", "aioquic-server")
 async def test_client_observes_close_capsule(
     aioquic_server: AioquicServerHandle, client: WebTransportClient
 ) -> None:
@@ -190,6 +195,7 @@ async def test_client_observes_close_capsule(
     assert session.close_reason == "bye"
 
 
+@pytest.mark.covers("reset", "aioquic-server")
 async def test_client_sees_peer_reset_code(
     aioquic_server: AioquicServerHandle, client: WebTransportClient
 ) -> None:
@@ -203,6 +209,7 @@ async def test_client_sees_peer_reset_code(
     assert info.value.error_code == 7
 
 
+@pytest.mark.covers("reset", "aioquic-server")
 async def test_client_abort_code_reaches_peer(
     aioquic_server: AioquicServerHandle, client: WebTransportClient
 ) -> None:
@@ -218,6 +225,7 @@ async def test_client_abort_code_reaches_peer(
     assert app_code_from_http3(http3_code) == 7
 
 
+@pytest.mark.covers("close", "aioquic-server")
 async def test_client_close_reaches_peer(
     aioquic_server: AioquicServerHandle, client: WebTransportClient
 ) -> None:
@@ -337,6 +345,7 @@ async def peer_session(
     )
 
 
+@pytest.mark.covers("bidi", "aioquic-client")
 async def test_server_bidi_echo(our_server: OurServer, certificate: CertificateFiles) -> None:
     payload = pattern(STREAM_SIZE, seed=7)
     async with asyncio.timeout(TEST_TIMEOUT):
@@ -352,6 +361,7 @@ async def test_server_bidi_echo(our_server: OurServer, certificate: CertificateF
     assert echoed == payload
 
 
+@pytest.mark.covers("uni", "aioquic-client")
 async def test_server_unidirectional_both_ways(
     our_server: OurServer, certificate: CertificateFiles
 ) -> None:
@@ -368,6 +378,7 @@ async def test_server_unidirectional_both_ways(
     assert received == payload
 
 
+@pytest.mark.covers("datagrams", "aioquic-client")
 async def test_server_datagrams_both_ways(
     our_server: OurServer, certificate: CertificateFiles
 ) -> None:
@@ -387,6 +398,7 @@ async def test_server_datagrams_both_ways(
     assert answers == [b"dgram-A", pattern(1000, seed=11)]
 
 
+@pytest.mark.covers("bidi-server", "aioquic-client")
 async def test_server_opened_streams_reach_aioquic_client(
     our_server: OurServer, certificate: CertificateFiles
 ) -> None:
@@ -406,6 +418,7 @@ async def test_server_opened_streams_reach_aioquic_client(
     assert reply == b"client-reply"
 
 
+@pytest.mark.covers("reset", "aioquic-client")
 async def test_server_sees_peer_reset_code(
     our_server: OurServer, certificate: CertificateFiles
 ) -> None:
@@ -423,6 +436,7 @@ async def test_server_sees_peer_reset_code(
     assert code == 7
 
 
+@pytest.mark.covers("reset", "aioquic-client")
 async def test_server_sees_reset_with_unread_bytes(
     our_server: OurServer, certificate: CertificateFiles
 ) -> None:
@@ -439,6 +453,7 @@ async def test_server_sees_reset_with_unread_bytes(
     assert code == 7
 
 
+@pytest.mark.covers("close", "aioquic-client")
 async def test_server_sees_close_capsule(
     our_server: OurServer, certificate: CertificateFiles
 ) -> None:

@@ -267,6 +267,7 @@ BOTH_BROWSERS = pytest.mark.parametrize(
 )
 
 
+@pytest.mark.covers("bidi", "chromium", "firefox")
 @BOTH_BROWSERS
 async def test_client_bidi_streams_echo(server: ServerUnderTest) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
@@ -278,6 +279,7 @@ async def test_client_bidi_streams_echo(server: ServerUnderTest) -> None:
     ]
 
 
+@pytest.mark.covers("many-streams", "chromium", "firefox")
 @BOTH_BROWSERS
 async def test_credit_updates_reach_the_browser(server: ServerUnderTest) -> None:
     """8 MiB through one stream and 250 streams: the browser follows our MAX_* updates."""
@@ -286,6 +288,7 @@ async def test_credit_updates_reach_the_browser(server: ServerUnderTest) -> None
     assert result == {"bulk": 8 * 1024 * 1024, "same": True, "streams": 250}
 
 
+@pytest.mark.covers("bidi-server", "chromium", "firefox")
 @BOTH_BROWSERS
 async def test_server_opened_bidi_stream(server: ServerUnderTest) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
@@ -295,6 +298,7 @@ async def test_server_opened_bidi_stream(server: ServerUnderTest) -> None:
     assert reply == b"page:hello from server"
 
 
+@pytest.mark.covers("uni", "chromium", "firefox")
 @BOTH_BROWSERS
 async def test_unidirectional_both_ways(server: ServerUnderTest) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
@@ -304,6 +308,8 @@ async def test_unidirectional_both_ways(server: ServerUnderTest) -> None:
     assert received == pattern(UNI_SIZE, 3)
 
 
+@pytest.mark.covers("datagrams", "chromium")
+@pytest.mark.covers("datagram-size", "chromium")
 async def test_datagrams_both_ways(server: ServerUnderTest) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
         result = await server.run("datagrams", "/datagrams")
@@ -319,6 +325,7 @@ async def test_datagrams_both_ways(server: ServerUnderTest) -> None:
     assert big == result["maxDatagramSize"] == result["bigAck"]
 
 
+@pytest.mark.covers("close", "chromium", "firefox")
 @BOTH_BROWSERS
 async def test_page_closes_with_code_and_reason(server: ServerUnderTest) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
@@ -328,6 +335,7 @@ async def test_page_closes_with_code_and_reason(server: ServerUnderTest) -> None
     assert result["error"] is None
 
 
+@pytest.mark.covers("close", "chromium", "firefox")
 @BOTH_BROWSERS
 async def test_server_closes_with_code_and_reason(server: ServerUnderTest) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
@@ -338,6 +346,7 @@ async def test_server_closes_with_code_and_reason(server: ServerUnderTest) -> No
     assert result["closed"] == {"closeCode": 4321, "reason": "server bye"}
 
 
+@pytest.mark.covers("reset", "chromium", "firefox")
 @BOTH_BROWSERS
 async def test_page_resets_stream_with_code(server: ServerUnderTest) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
@@ -348,6 +357,7 @@ async def test_page_resets_stream_with_code(server: ServerUnderTest) -> None:
     assert code == 7
 
 
+@pytest.mark.covers("stop-sending", "chromium")
 async def test_page_stops_sending_with_code(server: ServerUnderTest) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
         result = await server.run("stop_from_page", "/stop-probe")
@@ -356,6 +366,7 @@ async def test_page_stops_sending_with_code(server: ServerUnderTest) -> None:
     assert code == 5
 
 
+@pytest.mark.covers("reset", "chromium")
 async def test_server_resets_stream_with_code(server: ServerUnderTest) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
         result = await server.run("reset_from_server", "/reset-me")
@@ -367,6 +378,7 @@ async def test_server_resets_stream_with_code(server: ServerUnderTest) -> None:
     assert error["streamErrorCode"] == 9
 
 
+@pytest.mark.covers("stop-sending", "chromium")
 async def test_server_stops_sending_with_code(server: ServerUnderTest) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
         result = await server.run("stop_from_server", "/stop-me")

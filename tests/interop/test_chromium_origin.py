@@ -99,6 +99,7 @@ async def guarded_server(
         await server.close()
 
 
+@pytest.mark.covers("origin", "chromium")
 async def test_browser_origin_allowed_and_rejected(tmp_path: Path, access: AccessRecords) -> None:
     await origin_checked(tmp_path, access, Chromium)
 

@@ -72,6 +72,7 @@ async def negotiate(
     return report["result"], seen, server
 
 
+@pytest.mark.covers("protocols", "chromium")
 async def test_chromium_gets_the_servers_preferred_protocol(tmp_path: Path) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
         result, seen, _ = await negotiate(
@@ -81,6 +82,7 @@ async def test_chromium_gets_the_servers_preferred_protocol(tmp_path: Path) -> N
     assert seen.done() and seen.result() == "json"
 
 
+@pytest.mark.covers("protocols", "chromium")
 async def test_chromium_without_common_protocol(tmp_path: Path) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
         result, seen, _ = await negotiate(tmp_path, server_protocols=["mqtt"], offered=["chat"])
@@ -89,6 +91,7 @@ async def test_chromium_without_common_protocol(tmp_path: Path) -> None:
     assert seen.done() and seen.result() is None
 
 
+@pytest.mark.covers("retry", "chromium")
 async def test_chromium_connects_through_a_retry(tmp_path: Path) -> None:
     """With ``retry="always"`` Chromium proves its address first, then everything works."""
     async with asyncio.timeout(SCENARIO_TIMEOUT):

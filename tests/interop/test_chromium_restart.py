@@ -21,6 +21,7 @@ CHILD_TIMEOUT = 15.0
 SCENARIO_TIMEOUT = 60.0
 
 
+@pytest.mark.covers("stateless-reset", "chromium")
 async def test_chromium_session_ends_promptly_when_the_server_restarts(tmp_path: Path) -> None:
     result = await restarted_under_the_page(tmp_path, Chromium)
     # A stateless reset ends the session in one round trip (measured: 1 to 6 ms).

@@ -38,6 +38,7 @@ async def server(tmp_path: Path) -> AsyncIterator[ServerUnderTest]:
         yield under_test
 
 
+@pytest.mark.covers("datagrams", "firefox")
 async def test_datagrams_both_ways(server: ServerUnderTest) -> None:
     async with asyncio.timeout(SCENARIO_TIMEOUT):
         result = await server.run("datagrams", "/datagrams")
@@ -51,6 +52,7 @@ async def test_datagrams_both_ways(server: ServerUnderTest) -> None:
     assert big == result["maxDatagramSize"] == result["bigAck"] == 1024
 
 
+@pytest.mark.covers("datagram-size", "firefox")
 async def test_datagrams_beyond_the_reported_limit(server: ServerUnderTest) -> None:
     """Firefox sends datagrams larger than the 1024 bytes it reports, up to what its packets
     carry (1224 bytes with our 8-byte connection IDs); a larger one is dropped by Firefox
@@ -69,6 +71,7 @@ async def test_datagrams_beyond_the_reported_limit(server: ServerUnderTest) -> N
     assert stats["sessions_requested"] == 1 and stats["connections_accepted"] in (1, 2), stats
 
 
+@pytest.mark.covers("stop-sending", "firefox")
 async def test_page_cancel_sends_no_stop_sending(server: ServerUnderTest) -> None:
     """Firefox's ``readable.cancel(5)`` sends no STOP_SENDING: our writer learns of no code 5
     and only stops when the page closes the session, which first ends Firefox's open streams
@@ -80,6 +83,7 @@ async def test_page_cancel_sends_no_stop_sending(server: ServerUnderTest) -> Non
     assert code is None
 
 
+@pytest.mark.covers("reset", "firefox")
 async def test_server_reset_reaches_firefox_without_its_code(server: ServerUnderTest) -> None:
     """A RESET_STREAM from us fails Firefox's reader with a TypeError and no streamErrorCode."""
     async with asyncio.timeout(SCENARIO_TIMEOUT):
@@ -91,6 +95,8 @@ async def test_server_reset_reaches_firefox_without_its_code(server: ServerUnder
     assert error["streamErrorCode"] is None
 
 
+@pytest.mark.covers("retry", "firefox")
+@pytest.mark.covers("protocols", "firefox")
 async def test_firefox_connects_through_a_retry(tmp_path: Path) -> None:
     """With ``retry="always"`` Firefox proves its address first; it offers no subprotocols."""
     async with asyncio.timeout(SCENARIO_TIMEOUT):
@@ -103,6 +109,7 @@ async def test_firefox_connects_through_a_retry(tmp_path: Path) -> None:
     assert stats["retries_sent"] >= 1 and stats["connections_accepted"] >= 1, stats
 
 
+@pytest.mark.covers("stateless-reset", "firefox")
 async def test_firefox_session_ends_promptly_when_the_server_restarts(tmp_path: Path) -> None:
     """The restarted server's stateless reset ends Firefox's session at once too."""
     async with asyncio.timeout(SCENARIO_TIMEOUT * 2):
@@ -110,11 +117,13 @@ async def test_firefox_session_ends_promptly_when_the_server_restarts(tmp_path: 
     assert result["settled"] != "open" and result["closedAfterMs"] < 3000, result
 
 
+@pytest.mark.covers("origin", "firefox")
 async def test_firefox_origin_allowed_and_rejected(tmp_path: Path, access: AccessRecords) -> None:
     """Firefox sends its page's origin too: ``origin_allowlist`` lets it in or answers 403."""
     await origin_checked(tmp_path, access, Firefox)
 
 
+@pytest.mark.covers("stop-sending", "firefox")
 async def test_server_stop_sending_fails_firefoxs_reading_side(server: ServerUnderTest) -> None:
     """Our STOP_SENDING (code 11) on a stream also fails the page's reader, before the server's
     reply arrives, with Firefox's TypeError and no code (Chromium reads the reply, then its
