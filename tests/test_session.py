@@ -61,7 +61,9 @@ async def test_server_opened_streams_reach_the_client(
 async def test_datagrams_both_ways_and_size_limit(
     server: WebTransportServer, client_config: ClientConfig
 ) -> None:
-    async with asyncio.timeout(T), WebTransportClient(config=client_config) as client:
+    # Path MTU discovery off: the limit stays where it is read (tests/test_path_mtu.py has it on).
+    config = client_config.update(max_path_datagram_size=client_config.max_datagram_size)
+    async with asyncio.timeout(T), WebTransportClient(config=config) as client:
         session = await client.connect(url=url(server))
         limit = session.datagrams.max_datagram_size
         assert 1100 <= limit < 1200
@@ -191,6 +193,28 @@ async def test_two_sessions_in_parallel(
         s3 = await second.create_bidirectional_stream()
         await s3.write_all(b"still")
         assert await s3.read_all() == b"still"
+
+
+async def test_every_creator_waiting_for_stream_credit_gets_a_stream(
+    cert: CertBundle, client_config: ClientConfig
+) -> None:
+    # The server grants 2 bidirectional streams at a time, 10 coroutines open one each at
+    # once: 8 wait for session credit together, and every update has to wake all of them
+    # (each retries; those still without credit wait again), not only the last to wait.
+    async with (
+        serving(build_app(cert, initial_max_streams_bidi=2)) as server,
+        asyncio.timeout(2 * T),
+        WebTransportClient(config=client_config) as client,
+    ):
+        session = await client.connect(url=url(server))
+
+        async def echo(n: int) -> bytes:
+            stream = await session.create_bidirectional_stream()
+            await stream.write_all(b"%d" % n)
+            return await stream.read_all()
+
+        answers = await asyncio.gather(*(echo(n) for n in range(10)))
+    assert answers == [b"%d" % n for n in range(10)]
 
 
 async def test_remote_address_is_the_clients_real_address(

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from pywebtransport import ClientConfig, WebTransportClient, WebTransportServer
-from tests.conftest import T, url
+from pywebtransport.protocol.codec import encode_varint
+from pywebtransport.protocol.wire import CapsuleType
+from tests.certs import CertBundle
+from tests.conftest import T, build_app, serving, url
 
 
 async def test_peek_does_not_consume(
@@ -83,3 +87,33 @@ async def test_an_out_of_range_abort_code_leaves_the_stream_as_it_was(
         await stream.close()  # a FIN goes out: the sending side was not half-aborted
         await stream.wait_closed()
         assert await stream.read_all() == b"still open"
+
+
+async def test_a_writer_out_of_session_credit_sends_data_blocked(
+    cert: CertBundle, client_config: ClientConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server grants 1,000 bytes of session credit and never reads: the writer waits, and
+    # the server learns why (WT_DATA_BLOCKED at the limit), once.
+    async with (
+        serving(build_app(cert, initial_max_data=1000)) as server,
+        asyncio.timeout(2 * T),
+        WebTransportClient(config=client_config) as client,
+    ):
+        session = await client.connect(url=url(server, "/sink"))
+        (conn,) = server.connections
+        received: list[tuple[int, bytes]] = []
+        arrived = asyncio.Event()
+        on_capsule = conn.protocol._on_capsule
+
+        def spy(state: Any, ctype: int, value: bytes) -> None:
+            received.append((ctype, value))
+            arrived.set()
+            on_capsule(state, ctype, value)
+
+        monkeypatch.setattr(conn.protocol, "_on_capsule", spy)
+        stream = await session.create_bidirectional_stream()
+        writer = asyncio.create_task(stream.write(b"x" * 3000))
+        await arrived.wait()
+        assert not writer.done() and stream.bytes_written == 1000
+        writer.cancel()
+        assert received == [(CapsuleType.WT_DATA_BLOCKED, encode_varint(1000))]

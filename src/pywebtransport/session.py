@@ -357,16 +357,17 @@ class WebTransportSession(EventEmitter):
             self.emit(event_type, data)
 
     async def _wait_credit(self) -> None:
-        self._credit_waiter = self._conn.loop.create_future()
-        try:
-            await self._credit_waiter
-        finally:
-            self._credit_waiter = None
+        # Every coroutine that ran out of credit waits on the same future, so that one update
+        # wakes them all (each retries, and waits again if the update was not enough for it).
+        if self._credit_waiter is None:
+            self._credit_waiter = self._conn.loop.create_future()
+        await asyncio.shield(self._credit_waiter)
         self._check_open()
 
     def _on_credit(self) -> None:
-        if self._credit_waiter is not None and not self._credit_waiter.done():
-            self._credit_waiter.set_result(None)
+        waiter, self._credit_waiter = self._credit_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         for stream in self._streams.values():
             if isinstance(stream, WebTransportSendStream):
                 stream._wake_writer()

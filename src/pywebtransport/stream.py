@@ -401,7 +401,7 @@ class WebTransportSendStream(_StreamBase):
         """Send ``data``; returns once all of it is handed to QUIC within the buffer limit.
 
         Waits while the stream's unacknowledged bytes reach ``stream_buffer_size`` or session
-        flow control has no credit: real backpressure.
+        flow control has no credit (the peer is then told: WT_DATA_BLOCKED): real backpressure.
 
         Raises:
             StreamError: the peer stopped the stream, it was closed or aborted, or its
@@ -414,6 +414,8 @@ class WebTransportSendStream(_StreamBase):
             if view:
                 capacity = protocol.send_capacity(self._stream_id)
                 if capacity <= 0:
+                    if protocol.send_blocked(self._stream_id):  # WT_DATA_BLOCKED queued
+                        self._conn.schedule_transmit()
                     await self._wait_writable()
                     continue
                 chunk = view if capacity >= len(view) else view[:capacity]

@@ -65,7 +65,7 @@ class PeerProcess:
     async def ready(self, timeout: float = START_TIMEOUT) -> int:
         """Wait for ``READY <port>``; return the port."""
         waiters: set[asyncio.Future[Any]] = {self._ready, self._reader}
-        done, _ = await asyncio.wait(waiters, timeout=timeout)
+        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if self._ready in done:
             return self._ready.result()
         raise self.fail("exited before it was ready" if done else f"not ready in {timeout} s")
@@ -74,7 +74,7 @@ class PeerProcess:
         """Wait for the next ``RESULT`` line; return its JSON object."""
         getter: asyncio.Future[dict[str, Any]] = asyncio.ensure_future(self._results.get())
         waiters: set[asyncio.Future[Any]] = {getter, self._reader}
-        done, _ = await asyncio.wait(waiters, timeout=timeout)
+        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if getter in done:
             return getter.result()
         getter.cancel()
@@ -109,6 +109,7 @@ async def peer(python: str, script: str, *args: str) -> AsyncIterator[PeerProces
     env["PYTHONUNBUFFERED"] = "1"
     process = await asyncio.create_subprocess_exec(
         python,
+        "-B",
         "-E",
         "-s",
         str(PEERS_DIR / script),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aioquic import tls
@@ -166,6 +167,34 @@ def test_flow_control_limits_data_and_grants_more(tmp_path: Path) -> None:
     # The server's application read 600 bytes: credit follows what it consumed.
     assert pair.take("client", ev.CreditAvailable)
     assert pair.client.send_capacity(stream) == 600
+
+
+def test_a_writer_out_of_session_credit_tells_the_peer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pair = Pair(tmp_path, limits=LocalLimits(initial_max_data=1000))
+    sid = pair.open_session()
+    stream = pair.client.create_stream(sid, bidirectional=True)
+    received: list[tuple[int, bytes]] = []
+    on_capsule = pair.server._on_capsule
+
+    def spy(session: Any, ctype: int, value: bytes) -> None:
+        received.append((ctype, value))
+        on_capsule(session, ctype, value)
+
+    monkeypatch.setattr(pair.server, "_on_capsule", spy)
+    pair.client.send_blocked(stream)  # credit left: nothing to tell
+    pair.client.send_stream_data(stream, b"x" * 1000)
+    pair.client.send_blocked(stream)  # the application has more: WT_DATA_BLOCKED at 1000
+    pair.client.send_blocked(stream)  # once until new credit arrives
+    pair.roundtrip()
+    assert received == [(CapsuleType.WT_DATA_BLOCKED, encode_varint(1000))]
+    pair.server.stream_consumed(stream, 1000)
+    pair.roundtrip()
+    assert pair.take("client", ev.CreditAvailable)
+    pair.client.send_blocked(stream)  # credit again: nothing to tell
+    pair.roundtrip()
+    assert [ctype for ctype, _ in received] == [CapsuleType.WT_DATA_BLOCKED]
 
 
 def test_flow_control_limits_streams(tmp_path: Path) -> None:

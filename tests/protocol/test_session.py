@@ -41,16 +41,24 @@ def test_a_bad_flow_capsule_is_a_session_error(ctype: int, value: bytes, code: i
     assert (info.value.code, info.value.scope) == (code, Scope.SESSION)
 
 
-def test_a_blocked_capsule_goes_once_until_credit_grows() -> None:
+def test_a_blocked_capsule_goes_once_per_kind_until_that_credit_grows() -> None:
     control = fc()
     first = control.blocked(None)
     ctype, pos = decode_varint(first)
     _length, pos = decode_varint(first, pos)
     assert ctype == CapsuleType.WT_DATA_BLOCKED and decode_varint(first, pos)[0] == 1000
-    assert control.blocked(True) == b""  # one outstanding BLOCKED at a time
-    control.on_capsule(CapsuleType.WT_MAX_STREAMS_BIDI, encode_varint(6))
+    assert control.blocked(None) == b""  # once until the data credit grows
+    # Being short of data credit does not hide being short of streams, and the reverse.
     streams = control.blocked(True)
     assert decode_varint(streams)[0] == CapsuleType.WT_STREAMS_BLOCKED_BIDI
+    assert control.blocked(True) == b""
+    assert decode_varint(control.blocked(False))[0] == CapsuleType.WT_STREAMS_BLOCKED_UNI
+    # New stream credit re-arms that kind only.
+    control.on_capsule(CapsuleType.WT_MAX_STREAMS_BIDI, encode_varint(6))
+    assert control.blocked(None) == b"" and control.blocked(False) == b""
+    assert decode_varint(control.blocked(True))[0] == CapsuleType.WT_STREAMS_BLOCKED_BIDI
+    control.on_capsule(CapsuleType.WT_MAX_DATA, encode_varint(2000))
+    assert decode_varint(control.blocked(None))[0] == CapsuleType.WT_DATA_BLOCKED
 
 
 def test_close_capsules_are_read_and_checked() -> None:

@@ -479,6 +479,22 @@ class WebTransportProtocol(Http3Layer):
             room = min(room, fc.data_credit())
         return max(room, 0)
 
+    def send_blocked(self, stream_id: int) -> bool:
+        """The application has bytes for ``stream_id`` that :meth:`send_capacity` does not allow.
+
+        When the session's data credit is what holds them back, the peer is told (a
+        WT_DATA_BLOCKED capsule, at most once until new credit arrives); a full local send
+        buffer is not the peer's business. Returns True when a capsule was queued.
+        """
+        stream = self._streams.get(stream_id)
+        session = None if stream is None else stream.session
+        if session is None or not session.is_open or session.fc is None:
+            return False
+        if session.fc.data_credit() > 0 or None in session.fc.blocked_sent:
+            return False
+        self._blocked(session, session.fc, None)
+        return True
+
     def send_stream_data(self, stream_id: int, data: bytes, *, end_stream: bool = False) -> None:
         """Send payload on a WebTransport stream.
 

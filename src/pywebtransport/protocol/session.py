@@ -97,7 +97,9 @@ class FlowControl:
         self.we_opened = {True: 0, False: 0}
         self.peer_opened = {True: 0, False: 0}
         self.peer_closed = {True: 0, False: 0}  # peer streams done with on both sides
-        self.blocked_sent = False
+        # The kinds of credit a BLOCKED capsule was sent for since that credit last grew: None
+        # for data, True / False for bidirectional / unidirectional streams.
+        self.blocked_sent: set[bool | None] = set()
 
     def data_credit(self) -> int:
         """Bytes we may still send in this session."""
@@ -153,6 +155,7 @@ class FlowControl:
                     H3ErrorCode.WT_FLOW_CONTROL_ERROR, "WT_MAX_DATA decreased", scope=Scope.SESSION
                 )
             self.remote_max_data = number
+            self.blocked_sent.discard(None)
         elif ctype in (CapsuleType.WT_MAX_STREAMS_BIDI, CapsuleType.WT_MAX_STREAMS_UNI):
             bidi = ctype == CapsuleType.WT_MAX_STREAMS_BIDI
             if number < self.remote_max_streams[bidi]:
@@ -162,19 +165,20 @@ class FlowControl:
                     scope=Scope.SESSION,
                 )
             self.remote_max_streams[bidi] = number
+            self.blocked_sent.discard(bidi)
         else:  # the peer's BLOCKED capsules: our grants follow consumption, not requests
             return False
-        self.blocked_sent = False
         return True
 
     def blocked(self, bidirectional: bool | None) -> bytes:
-        """The BLOCKED capsule to send when we ran out of credit (empty: one was sent already).
+        """The BLOCKED capsule to send when we ran out of credit (empty: one was sent already
+        for this kind of credit, which has not grown since).
 
         ``bidirectional``: None for data (WT_DATA_BLOCKED), else the kind of stream.
         """
-        if self.blocked_sent:
+        if bidirectional in self.blocked_sent:
             return b""
-        self.blocked_sent = True
+        self.blocked_sent.add(bidirectional)
         if bidirectional is None:
             return encode_capsule(CapsuleType.WT_DATA_BLOCKED, encode_varint(self.remote_max_data))
         ctype = (
