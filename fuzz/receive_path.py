@@ -128,6 +128,12 @@ class MemoryEngine:
     def max_datagram_payload(self) -> int:
         return 1200
 
+    def max_udp_payload(self) -> int:
+        return 1200
+
+    def probing_path_mtu(self) -> bool:
+        return False
+
     def send_buffered(self, stream_id: int) -> int:
         return 0
 

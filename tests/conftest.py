@@ -44,6 +44,13 @@ CREDIT_FOLLOWS_READING = (
     "qh3 raises receive credit as data arrives, not as the application reads it: a peer that "
     "does not read slows no writer down"
 )
+#: The reason of the tests that need the packet size to fall back on a path that shrinks.
+NO_PATH_FALLBACK = (
+    "qh3's core never lowers its packet size once its probing confirmed one: a path that "
+    "shrinks under it is a black hole for its larger packets"
+)
+#: The reason of the tests that need a server's packets to grow.
+CLIENT_ONLY_PROBING = "qh3 probes the path only as a client: a server's packets keep the base size"
 #: The reason of the tests that need a stream slot to stay taken until the stream is read.
 SLOTS_FOLLOW_READING = (
     "qh3 gives a peer's stream slot back when the stream is finished on the wire, not when the "

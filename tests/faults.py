@@ -6,7 +6,10 @@ sees one peer per client. Every datagram, in either direction, goes through
 :meth:`Direction.process`: with the direction's seeded RNG it is dropped (``loss``), held back
 by ``reorder_delay`` so that later datagrams overtake it (``reorder``), delayed by ``delay``,
 and sent twice (``duplicate``). The RNG is seeded per direction, so a run is reproducible up to
-the event loop's timing. ``black_hole = True`` drops everything both ways (counted as drops).
+the event loop's timing. A datagram longer than ``max_size`` is dropped, as a link with a smaller
+MTU would drop it (path MTU discovery's probes find that size; :meth:`Direction.set_max_size`
+changes it mid-run, as a route change would). ``black_hole = True`` drops everything both ways
+(counted as drops).
 Counters are exact: every datagram received by the relay is either dropped or forwarded (and
 perhaps duplicated); the sizes of dropped datagrams are kept so a test can tell which kind of
 packet was lost (QUIC packets carrying one large DATAGRAM frame are recognisable by size).
@@ -15,6 +18,7 @@ packet was lost (QUIC packets carrying one large DATAGRAM frame are recognisable
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import random
@@ -40,6 +44,7 @@ class Faults:
     reorder: float = 0.0
     reorder_delay: float = 0.002
     delay: float = 0.0
+    max_size: int | None = None  # longer datagrams are dropped (None: no limit)
 
     def __post_init__(self) -> None:
         for name in ("loss", "duplicate", "reorder"):
@@ -47,6 +52,8 @@ class Faults:
                 raise ValueError(f"{name} must be within [0, 1]")
         if self.delay < 0 or self.reorder_delay < 0:
             raise ValueError("delays must be >= 0")
+        if self.max_size is not None and self.max_size < 1:
+            raise ValueError("max_size must be positive")
 
 
 @dataclass
@@ -61,18 +68,27 @@ class Counters:
     bytes_received: int = 0
     dropped_sizes: list[int] = field(default_factory=list)
     sizes_seen: list[int] = field(default_factory=list)
+    too_large: int = 0  # of ``dropped``: longer than ``max_size``
 
     def mark(self) -> tuple[int, int]:
         """A position to count from (see :meth:`dropped_at_least`, :meth:`seen_at_least`)."""
         return len(self.sizes_seen), len(self.dropped_sizes)
 
-    def dropped_at_least(self, size: int, since: tuple[int, int] = (0, 0)) -> int:
-        """How many datagrams of ``size`` bytes or longer were dropped since ``since``."""
-        return sum(1 for n in self.dropped_sizes[since[1] :] if n >= size)
+    def dropped_at_least(
+        self, size: int, since: tuple[int, int] = (0, 0), below: int | None = None
+    ) -> int:
+        """How many datagrams of ``size`` bytes or longer (shorter than ``below``, when given)
+        were dropped since ``since``."""
+        top = below if below is not None else 1 << 16
+        return sum(1 for n in self.dropped_sizes[since[1] :] if size <= n < top)
 
-    def seen_at_least(self, size: int, since: tuple[int, int] = (0, 0)) -> int:
-        """How many datagrams of ``size`` bytes or longer arrived since ``since``."""
-        return sum(1 for n in self.sizes_seen[since[0] :] if n >= size)
+    def seen_at_least(
+        self, size: int, since: tuple[int, int] = (0, 0), below: int | None = None
+    ) -> int:
+        """How many datagrams of ``size`` bytes or longer (shorter than ``below``, when given)
+        arrived since ``since``."""
+        top = below if below is not None else 1 << 16
+        return sum(1 for n in self.sizes_seen[since[0] :] if size <= n < top)
 
 
 class Direction:
@@ -85,6 +101,10 @@ class Direction:
         self._rng = random.Random(f"{seed}:{name}")
         self._relay = relay
 
+    def set_max_size(self, max_size: int | None) -> None:
+        """Drop datagrams longer than ``max_size`` from now on (None: no limit)."""
+        self.faults = dataclasses.replace(self.faults, max_size=max_size)
+
     def process(self, data: bytes, send: Callable[[bytes], None]) -> None:
         """Apply the faults to one datagram; ``send`` (counting) gets each surviving copy."""
         c = self.counters
@@ -93,8 +113,10 @@ class Direction:
         c.sizes_seen.append(len(data))
         f = self.faults
         rng = self._rng
-        if self._relay.black_hole or rng.random() < f.loss:
+        too_large = f.max_size is not None and len(data) > f.max_size
+        if too_large or self._relay.black_hole or rng.random() < f.loss:
             c.dropped += 1
+            c.too_large += too_large
             c.dropped_sizes.append(len(data))
             return
         copies = 2 if rng.random() < f.duplicate else 1

@@ -27,6 +27,8 @@ def test_defaults_are_safe() -> None:
         ({"idle_timeout": -1}, "idle_timeout"),
         ({"idle_timeout": float("inf")}, "idle_timeout"),
         ({"max_datagram_size": 100}, "max_datagram_size"),
+        ({"max_path_datagram_size": 70000}, "max_path_datagram_size"),
+        ({"max_path_datagram_size": 1400.0}, "max_path_datagram_size"),
         ({"retry_backoff": 0.5}, "retry_backoff"),
         ({"server_certificate_hashes": [b"short"]}, "server_certificate_hashes"),
         ({"certfile": "c.pem"}, "certfile"),
@@ -52,6 +54,7 @@ def test_client_validation_names_the_field(kwargs: dict[str, object], field: str
     ("kwargs", "field"),
     [
         ({"port": 70000}, "port"),
+        ({"max_path_datagram_size": 1199}, "max_path_datagram_size"),
         ({"max_connections": 0}, "max_connections"),
         ({"keyfile": "k.pem"}, "certfile"),
         ({"initial_max_data": 0}, "initial_max_data"),

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pywebtransport import ClientConfig
-from pywebtransport._engine import ENGINES, cached_engine_factory, client_settings
+from pywebtransport import ClientConfig, ServerConfig
+from pywebtransport._engine import ENGINES, cached_engine_factory, client_settings, server_settings
 from tests.certs import make_cert
 
 
@@ -61,3 +61,11 @@ def test_a_missing_ca_file_is_not_remembered(tmp_path: Path, engine: str) -> Non
     found = cached_engine_factory(engine, client_settings(config, "localhost"))
     assert found is not first
     assert cached_engine_factory(engine, client_settings(config, "localhost")) is found
+
+
+def test_the_path_mtu_ceiling_reaches_the_engine_settings() -> None:
+    assert client_settings(ClientConfig(), "localhost").max_path_udp_payload == 1452
+    assert server_settings(ServerConfig(max_path_datagram_size=1500)).max_path_udp_payload == 1500
+    # A ceiling at or below the first packet size turns discovery off: it is that size.
+    off = client_settings(ClientConfig(max_datagram_size=1472), "localhost")
+    assert (off.max_udp_payload, off.max_path_udp_payload) == (1472, 1472)

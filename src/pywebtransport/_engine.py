@@ -61,6 +61,7 @@ def _shared_settings(cfg: ClientConfig | ServerConfig) -> QuicSettings:
         alpn_protocols=(ALPN_H3,),
         idle_timeout=cfg.idle_timeout,
         max_udp_payload=cfg.max_datagram_size,
+        max_path_udp_payload=max(cfg.max_datagram_size, cfg.max_path_datagram_size),
         stream_receive_window=cfg.stream_receive_window,
         connection_receive_window=cfg.connection_receive_window,
         max_streams_uni=cfg.max_incoming_streams + _H3_UNI_STREAMS,

@@ -108,11 +108,9 @@ def _check_idle_timeout(value: float) -> None:
         )
 
 
-def _check_udp_payload(value: int) -> None:
-    if not 1200 <= value <= 65527:
-        raise ConfigurationError(
-            f"max_datagram_size must be within 1200..65527, got {value}", field="max_datagram_size"
-        )
+def _check_udp_payload(value: object, name: str = "max_datagram_size") -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1200 <= value <= 65527:
+        raise ConfigurationError(f"{name} must be within 1200..65527, got {value!r}", field=name)
 
 
 @dataclass(kw_only=True)
@@ -132,7 +130,10 @@ class ClientConfig(_ConfigBase):
         protocols: application subprotocols offered in ``wt-available-protocols`` (the
             server picks one; ``session.protocol`` tells which). Empty: none offered.
         user_agent: the ``user-agent`` header (None: not sent).
-        max_datagram_size: UDP payload size of the packets we send.
+        max_datagram_size: UDP payload size of the packets we send first (1200 fits every path).
+        max_path_datagram_size: the largest UDP payload path MTU discovery may raise our packets
+            to once the path proves it carries them (at most ``max_datagram_size``: discovery
+            off).
         stream_buffer_size: unacknowledged bytes one stream may queue before write() waits.
         datagram_queue_size: datagrams buffered per session in each direction.
         stream_receive_window: unread bytes one incoming stream may hold; the peer gets more
@@ -167,6 +168,7 @@ class ClientConfig(_ConfigBase):
     protocols: list[str] = field(default_factory=list)
     user_agent: str | None = c.DEFAULT_USER_AGENT
     max_datagram_size: int = c.DEFAULT_MAX_UDP_PAYLOAD
+    max_path_datagram_size: int = c.DEFAULT_MAX_PATH_UDP_PAYLOAD
     stream_buffer_size: int = c.DEFAULT_STREAM_SEND_BUFFER
     datagram_queue_size: int = c.DEFAULT_DATAGRAM_QUEUE
     congestion_control: str = "reno"
@@ -195,6 +197,7 @@ class ClientConfig(_ConfigBase):
             "max_retry_delay",
         )
         _check_udp_payload(self.max_datagram_size)
+        _check_udp_payload(self.max_path_datagram_size, "max_path_datagram_size")
         _check_idle_timeout(self.idle_timeout)
         _check_receive_limits(self)
         _check_protocols(self.protocols)
@@ -229,7 +232,10 @@ class ServerConfig(_ConfigBase):
         host, port: where to listen (``port=0`` picks a free port).
         certfile, keyfile: the TLS certificate chain and key (PEM).
         idle_timeout: QUIC idle timeout.
-        max_datagram_size: UDP payload size of the packets we send.
+        max_datagram_size: UDP payload size of the packets we send first (1200 fits every path).
+        max_path_datagram_size: the largest UDP payload path MTU discovery may raise our packets
+            to once the path proves it carries them (at most ``max_datagram_size``: discovery
+            off).
         max_sessions_per_connection: sessions one connection may hold at once.
         max_connections: QUIC connections served at once; new ones beyond are refused.
         stream_buffer_size: unacknowledged bytes one stream may queue before write() waits.
@@ -281,6 +287,7 @@ class ServerConfig(_ConfigBase):
     keyfile: str | None = None
     idle_timeout: float = c.DEFAULT_IDLE_TIMEOUT
     max_datagram_size: int = c.DEFAULT_MAX_UDP_PAYLOAD
+    max_path_datagram_size: int = c.DEFAULT_MAX_PATH_UDP_PAYLOAD
     max_sessions_per_connection: int = c.DEFAULT_MAX_SESSIONS_PER_CONNECTION
     max_connections: int = 10000
     stream_buffer_size: int = c.DEFAULT_STREAM_SEND_BUFFER
@@ -351,6 +358,7 @@ class ServerConfig(_ConfigBase):
             "no_session_timeout",
         )
         _check_udp_payload(self.max_datagram_size)
+        _check_udp_payload(self.max_path_datagram_size, "max_path_datagram_size")
         _check_idle_timeout(self.idle_timeout)
         _check_receive_limits(self)
         if not 0 <= self.port <= 65535:

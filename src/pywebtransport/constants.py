@@ -19,6 +19,8 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 30.0
 #: UDP payload size of the packets we send; 1200 fits every IPv6 path (RFC 9000 14).
 DEFAULT_MAX_UDP_PAYLOAD = 1200
+#: Ceiling of path MTU discovery: 1500-byte Ethernet less the IPv6 and UDP headers.
+DEFAULT_MAX_PATH_UDP_PAYLOAD = 1452
 #: Unacknowledged bytes a stream may queue before write() waits.
 DEFAULT_STREAM_SEND_BUFFER = 1024 * 1024
 #: Datagrams kept per session in each direction before the oldest is dropped.
@@ -45,6 +47,7 @@ __all__ = [
     "DEFAULT_MAX_EARLY_STREAMS",
     "DEFAULT_MAX_HEADER_SIZE",
     "DEFAULT_MAX_INCOMING_STREAMS",
+    "DEFAULT_MAX_PATH_UDP_PAYLOAD",
     "DEFAULT_MAX_SESSIONS_PER_CONNECTION",
     "DEFAULT_MAX_UDP_PAYLOAD",
     "DEFAULT_PORT",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,19 @@ class Pair:
         reset_key: the server's stateless-reset key.
         server_max_streams_uni: the unidirectional streams the server lets the client have
             open or unread (QUIC MAX_STREAMS; HTTP/3's own three included).
+        max_path_udp_payload: the ceiling of both sides' path MTU discovery (None: the
+            default of :class:`QuicSettings`).
         kwargs: passed to both :class:`WebTransportProtocol` objects.
+
+    Attributes:
+        max_size: packets longer than this are dropped by :meth:`transfer` (None: none), like a
+            path with a smaller MTU; a test may change it at any time.
+        dropped_sizes: the sizes of the packets dropped that way, in order.
+        largest_sent: the longest packet each side (``"client"``, ``"server"``) has sent.
+        client_addr: where the server sees the client's packets come from (a test may change
+            it: a NAT rebinding).
+        drop_if: called with the sending side and each packet; True drops it (counted in
+            ``dropped_sizes`` too). None: no such losses.
     """
 
     def __init__(
@@ -62,11 +75,22 @@ class Pair:
         reset_key: bytes | None = None,
         prepare_client: Callable[[Any], None] | None = None,
         server_max_streams_uni: int | None = None,
+        max_path_udp_payload: int | None = None,
         **kwargs: object,
     ) -> None:
         cert = make_cert(tmp)
         self.engine_name = engine = current_engine() if engine is None else engine
-        clients = engine_factory(client_engine or engine, SETTINGS)
+        self.max_size: int | None = None
+        self.dropped_sizes: list[int] = []
+        self.largest_sent = {"client": 0, "server": 0}
+        self.client_addr = CLIENT_ADDR
+        self.drop_if: Callable[[str, bytes], bool] | None = None
+        ceiling = (
+            SETTINGS.max_path_udp_payload if max_path_udp_payload is None else max_path_udp_payload
+        )
+        clients = engine_factory(
+            client_engine or engine, dataclasses.replace(SETTINGS, max_path_udp_payload=ceiling)
+        )
         servers = engine_factory(
             engine,
             QuicSettings(
@@ -77,6 +101,7 @@ class Pair:
                 certfile=str(cert.certfile),
                 keyfile=str(cert.keyfile),
                 max_streams_uni=128 if server_max_streams_uni is None else server_max_streams_uni,
+                max_path_udp_payload=ceiling,
             ),
         )
         client_engine_object = clients.create()
@@ -101,13 +126,18 @@ class Pair:
     def transfer(self, *, drop: bool = False) -> int:
         """Move every pending packet both ways once. Returns how many packets moved."""
         moved = 0
-        for src, dst, addr in (
-            (self.client, self.server, CLIENT_ADDR),
-            (self.server, self.client, SERVER_ADDR),
+        for side, src, dst, addr in (
+            ("client", self.client, self.server, self.client_addr),
+            ("server", self.server, self.client, SERVER_ADDR),
         ):
             for data, _ in src.datagrams_to_send(self.now):
                 moved += 1
-                if not drop:
+                self.largest_sent[side] = max(self.largest_sent[side], len(data))
+                if (self.max_size is not None and len(data) > self.max_size) or (
+                    self.drop_if is not None and self.drop_if(side, data)
+                ):
+                    self.dropped_sizes.append(len(data))
+                elif not drop:
                     dst.receive_datagram(data, addr, self.now)
         self.client_events += self.client.pop_events()
         self.server_events += self.server.pop_events()

@@ -7,10 +7,15 @@ fails here, by name, rather than deep inside a transfer.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
 
 import pytest
 from aioquic import tls
+from aioquic._buffer import Buffer
+from aioquic.quic.packet import pull_quic_transport_parameters, push_quic_transport_parameters
+from aioquic.quic.packet_builder import QuicPacketBuilder, QuicSentPacket
 
 from pywebtransport.protocol import events as ev
 from pywebtransport.protocol.engine_aioquic import _SPENT_KEYS, _SharedFrameHandlers
@@ -78,8 +83,15 @@ CONNECTION_INTERNALS = {
     "_peer_cid": ("cid", "stateless_reset_token"),
     "_peer_cid_available": (),
     "_remote_max_datagram_frame_size": (),
-    "_loss": ("_rtt_smoothed",),
+    "_loss": ("_rtt_smoothed", "_cc", "_on_packets_lost", "on_packet_sent", "get_probe_timeout"),
     "_QuicConnection__frame_handlers": (),
+    # path MTU discovery: the probe's packet and the packet size
+    "_max_datagram_size": (),
+    "_handshake_confirmed": (),
+    "_packet_number": (),
+    "_spin_bit": (),
+    "_version": (),
+    "_network_paths": (),
 }
 CONNECTION_METHODS = (
     "_replenish_connection_ids",
@@ -113,7 +125,21 @@ def test_canaries_for_every_aioquic_internal_the_engine_touches(tmp_path: Path) 
             assert {"cid", "was_sent", "stateless_reset_token"} <= set(dir(cid))
         for space in quic._spaces.values():
             assert hasattr(space, "discarded")
+            assert isinstance(space.sent_packets, dict)
         assert hasattr(quic.tls, "_peer_certificate")
+        assert callable(quic._loss._cc.on_packet_acked)
+        path = set(dir(quic._network_paths[0]))
+        assert {"addr", "bytes_sent", "is_validated", "remote_challenges"} <= path
+        assert "local_challenge_sent" in path
+        assert "on_packets_lost" in quic._loss._on_packets_lost.__qualname__  # our hook
+    # The probe is built with aioquic's packet builder and registered as a sent packet.
+    parameters = inspect.signature(QuicPacketBuilder).parameters
+    assert {"host_cid", "peer_cid", "version", "is_client", "max_datagram_size"} <= set(parameters)
+    assert {"packet_number", "spin_bit"} <= set(parameters)
+    for name in ("remaining_buffer_space", "packet_number", "start_packet", "start_frame", "flush"):
+        assert hasattr(QuicPacketBuilder, name), f"aioquic's QuicPacketBuilder lost {name}"
+    sent = {field.name for field in dataclasses.fields(QuicSentPacket)}
+    assert {"in_flight", "is_ack_eliciting", "sent_bytes", "sent_time", "packet_number"} <= sent
     stream = pair.client.engine._quic._streams[stream_id]  # type: ignore[attr-defined]
     assert {"_buffer_start", "_buffer_stop"} <= set(dir(stream.sender))
     assert {"max_stream_data_local", "max_stream_data_local_sent", "receiver"} <= set(dir(stream))
@@ -194,3 +220,48 @@ def test_a_stream_slot_comes_back_only_when_its_stream_is_read(tmp_path: Path) -
     pair.roundtrip()
     later = [e.stream_id for e in pair.take("server", ev.StreamOpened)]  # type: ignore[attr-defined]
     assert later == [streams[limit]]
+
+
+# ----------------------------------------------------------------------------- path MTU
+
+
+def test_lost_probes_are_not_a_congestion_signal(tmp_path: Path) -> None:
+    """RFC 9000 14.4: probes stay out of congestion control, lost or not."""
+    pair = Pair(tmp_path)
+    pair.max_size = 1300  # every probe of 1350 bytes is lost
+    pair.open_session()
+    pair.roundtrip(horizon=1.0)
+    assert pair.dropped_sizes == [1350] * 6  # three by each side
+    for core in (pair.client, pair.server):
+        quic = core.engine._quic  # type: ignore[attr-defined]
+        assert core.engine.max_udp_payload() == 1280
+        assert quic._loss._cc.ssthresh is None  # Reno: no congestion event happened
+        assert quic._loss.bytes_in_flight == 0
+        assert quic._loss._pto_count == 0  # nor did a probe arm the PTO
+        space = quic._spaces[tls.Epoch.ONE_RTT]
+        assert space.ack_eliciting_in_flight == 0
+
+
+def test_the_peers_max_udp_payload_size_caps_the_search(tmp_path: Path) -> None:
+    """aioquic does not keep the parameter; the engine reads it for the search."""
+
+    def advertise_1300(engine: object) -> None:
+        quic = engine._quic  # type: ignore[attr-defined]
+        serialize = quic._serialize_transport_parameters
+
+        def with_limit() -> bytes:
+            parameters = pull_quic_transport_parameters(Buffer(data=serialize()))
+            parameters.max_udp_payload_size = 1300
+            buf = Buffer(capacity=4096)
+            push_quic_transport_parameters(buf, parameters)
+            return bytes(buf.data)
+
+        quic._serialize_transport_parameters = with_limit
+
+    pair = Pair(tmp_path, prepare_client=advertise_1300)
+    pair.open_session()
+    pair.roundtrip(horizon=1.0)
+    assert pair.server.engine.max_udp_payload() == 1300  # the client's limit, tried last
+    assert pair.client.engine.max_udp_payload() == 1452
+    assert pair.largest_sent == {"client": 1452, "server": 1300}
+    assert not pair.dropped_sizes

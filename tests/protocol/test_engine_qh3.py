@@ -76,6 +76,7 @@ CONNECTION_INTERNALS = (
 CONNECTION_METHODS = {
     "_create_core": ["self", "remote_addr", "initial_dcid", "now"],
     "_create_tls": ["self", "remote_source_cid"],
+    "_drain_tls": ["self"],
 }
 #: The keyword arguments it builds the Rust core with (the core's own names).
 CORE_ARGUMENTS = (
@@ -115,6 +116,7 @@ CORE_MEMBERS = (
     "congestion_window",
     "smoothed_rtt",
     "active_path",
+    "outstanding_application_packets",
     "state",
     "install_packet_key",
 )
@@ -150,6 +152,10 @@ def test_canaries_for_every_qh3_internal_the_engine_touches(tmp_path: Path) -> N
         assert len(quic._core.active_path) == 6
         assert quic._core.state == "connected"
         assert quic._remote_max_datagram_frame_size == 65536
+        # The peer's max_udp_payload_size as the core read it: lowered to our ceiling.
+        peer = quic._tls.remote_transport_parameters
+        assert peer is not None and peer.max_udp_payload_size == 1452
+        assert quic._applied_transport_parameters is peer
 
 
 def test_no_key_exchange_secret_outlives_the_handshake(tmp_path: Path) -> None:
@@ -408,3 +414,14 @@ def test_peer_certificate_and_rtt(tmp_path: Path) -> None:
     assert der is not None and der[:1] == b"\x30"  # a DER SEQUENCE
     assert pair.server.engine.peer_certificate_der() is None  # no client certificate
     assert pair.client.engine.smoothed_rtt() >= 0.0
+
+
+def test_qh3_probes_no_further_than_its_own_limit(tmp_path: Path) -> None:
+    """qh3 stops at 1472 bytes on IPv4 (1452 on IPv6) whatever the ceiling, and as a client
+    only (docs/architecture.md)."""
+    pair = Pair(tmp_path, max_path_udp_payload=1500)
+    pair.open_session()
+    pair.roundtrip(horizon=1.0)
+    assert pair.client.engine.max_udp_payload() == 1472
+    assert pair.server.engine.max_udp_payload() == 1200
+    assert pair.largest_sent == {"client": 1472, "server": 1200}

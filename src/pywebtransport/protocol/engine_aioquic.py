@@ -2,13 +2,22 @@
 
 This module is the only one that touches aioquic's connection, including the private attributes
 needed for real backpressure, receive credit that follows consumption, the datagram size limit,
-connection-ID control and stateless-reset detection; each such access is marked
-``# aioquic internals`` and has a canary test (tests/protocol/test_engine_aioquic.py).
+connection-ID control, stateless-reset detection and path MTU discovery; each such access is
+marked ``# aioquic internals`` and has a canary test (tests/protocol/test_engine_aioquic.py).
+
+Path MTU discovery: aioquic has none (every packet is ``max_datagram_size`` bytes). The engine
+runs the engine-neutral search of ``pmtu.py``: once the handshake is confirmed it builds probes
+itself (a 1-RTT packet with PING and PADDING, of the probe's size, numbered and encrypted by
+aioquic's own packet builder), registers them with aioquic's loss recovery as neither in flight
+nor ack-eliciting, so that they stay out of congestion control and the PTO (RFC 9000 14.4), and
+sets aioquic's packet size to each confirmed size. Loss of larger packets, seen through aioquic's
+loss recovery, can make the size fall back to the base (black-hole detection).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from aioquic import tls
@@ -17,9 +26,16 @@ from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.crypto import CryptoPair
-from aioquic.quic.packet import QuicErrorCode, QuicFrameType
+from aioquic.quic.packet import (
+    QuicErrorCode,
+    QuicFrameType,
+    QuicPacketType,
+    pull_quic_transport_parameters,
+)
+from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 
 from .packets import stateless_reset_token
+from .pmtu import PROBE_TIMEOUT_PTOS, PathMtuSearch
 from .quic import (
     STATELESS_RESET_CODE,
     Address,
@@ -100,6 +116,7 @@ class _CreditedConnection(QuicConnection):
             limit.value = limit.sent = self.max_streams[unidirectional]
         self._stream_targets = dict(self.max_streams)  # the MAX_STREAMS values we decided
         self._slots_seen: dict[bool, tuple[int, int, int]] = {}  # inputs of the last count
+        self.path_mtu: PathMtuSearch | None = None  # set by the engine when discovery is on
 
     def _replenish_connection_ids(self) -> None:  # aioquic internals: issues new CIDs
         limit = self._remote_active_connection_id_limit
@@ -114,6 +131,11 @@ class _CreditedConnection(QuicConnection):
         self, data: bytes, from_session_ticket: bool = False
     ) -> None:
         super()._parse_transport_parameters(data, from_session_ticket)
+        if self.path_mtu is not None:
+            # aioquic reads the peer's max_udp_payload_size but keeps it nowhere: the largest
+            # UDP payload the peer accepts caps what path MTU discovery may try.
+            parameters = pull_quic_transport_parameters(Buffer(data=data))
+            self.path_mtu.limit(parameters.max_udp_payload_size)
         if not self._is_client and not from_session_ticket:
             # Streams opened before the ClientHello arrived (the HTTP/3 control and QPACK
             # streams) wait in aioquic until the handshake completes. Their limits are known
@@ -222,6 +244,8 @@ class AioquicEngine:
             unread) at once.
         stateless_reset_key: server: the secret its stateless-reset tokens are derived from
             (see :func:`stateless_reset_token`); None leaves aioquic's random tokens.
+        max_path_udp_payload: the ceiling of path MTU discovery (None, or at most the
+            configuration's ``max_datagram_size``: off).
     """
 
     def __init__(
@@ -233,6 +257,7 @@ class AioquicEngine:
         max_streams_bidi: int = 128,
         max_streams_uni: int = 128,
         stateless_reset_key: bytes | None = None,
+        max_path_udp_payload: int | None = None,
     ) -> None:
         self._quic = _CreditedConnection(
             window=configuration.max_stream_data,
@@ -251,9 +276,17 @@ class AioquicEngine:
         self._ping_uid = 0
         self._reset_tokens: frozenset[bytes] = frozenset()
         self._reset_key: tuple[int, int] = (0, -1)
-        self._payload_key: tuple[int, int | None] = (0, None)
+        self._payload_key: tuple[int, int | None, int] = (0, None, 0)
         self._payload_limit = 0
         self._trim_pending = False
+        self._now = 0.0  # the time of the call being served (probe deliveries carry none)
+        self._probe_number = -1  # packet number of the probe out (-1: none)
+        self._path: Any = None  # the network path the path MTU was found on
+        self._path_mtu: PathMtuSearch | None = None
+        if max_path_udp_payload is not None and max_path_udp_payload > self._max_udp_payload:
+            self._path_mtu = PathMtuSearch(self._max_udp_payload, max_path_udp_payload)
+            self._quic.path_mtu = self._path_mtu
+            self._watch_losses()
         _share_frame_handlers(self._quic)
 
     @property
@@ -301,11 +334,13 @@ class AioquicEngine:
             self._terminated = True
             self._extra.append(EngineTerminated(STATELESS_RESET_CODE, "stateless reset", True))
             return
+        self._now = now
         self._quic.receive_datagram(data, addr, now=now)
 
     def receive_datagrams(self, batch: list[tuple[bytes, Address]], now: float) -> None:
         """Feed several UDP payloads (one socket read batch) to the engine."""
         receive = self._quic.receive_datagram
+        self._now = now
         for data, addr in batch:
             if self._terminated:
                 return
@@ -321,7 +356,25 @@ class AioquicEngine:
             return []
         if self._trim_pending:
             self._trim_handshake_buffers()
-        return self._quic.datagrams_to_send(now=now)
+        path_mtu = self._path_mtu
+        if path_mtu is None:
+            return self._quic.datagrams_to_send(now=now)
+        self._now = now
+        self._follow_path()
+        if self._max_udp_payload > path_mtu.base and self._validating_path():
+            # aioquic pads a datagram with PATH_CHALLENGE or PATH_RESPONSE to its full packet
+            # size; RFC 9000 8.2 asks for 1200 bytes, and a path being validated may carry no
+            # more than that (a NAT rebinding, a migration): those go at the base size.
+            quic = self._quic
+            quic._max_datagram_size = path_mtu.base  # aioquic internals
+            try:
+                out = quic.datagrams_to_send(now=now)
+            finally:
+                quic._max_datagram_size = self._max_udp_payload
+        else:
+            out = self._quic.datagrams_to_send(now=now)
+        self._probe_path(now, out)
+        return out
 
     def _trim_handshake_buffers(self) -> None:
         """Free the Initial and Handshake crypto buffers and streams once both are discarded.
@@ -365,12 +418,20 @@ class AioquicEngine:
             # A termination no received packet reported (see _end_locally) is due at once:
             # the owner collects engine events after handle_timer.
             return 0.0 if self._extra else None
-        return self._quic.get_timer()
+        timer = self._quic.get_timer()
+        if self._path_mtu is not None:
+            deadline = self._path_mtu.deadline()
+            if deadline is not None and (timer is None or deadline < timer):
+                return deadline
+        return timer
 
     def handle_timer(self, now: float) -> None:
-        """Run the engine's timers (loss detection, idle timeout, ...)."""
+        """Run the engine's timers (loss detection, idle timeout, path MTU probes, ...)."""
         if not self._terminated:
+            self._now = now
             self._quic.handle_timer(now=now)
+            if self._path_mtu is not None:
+                self._path_mtu.on_timer(now)  # a probe out too long is lost
 
     def pop_events(self) -> list[EngineEvent]:
         """Return the events produced since the last call, oldest first."""
@@ -480,13 +541,25 @@ class AioquicEngine:
         self._ping_uid += 1
         self._quic.send_ping(self._ping_uid)
 
+    def max_udp_payload(self) -> int:
+        """UDP payload size of the packets sent now (raised by path MTU discovery)."""
+        return self._max_udp_payload
+
+    def probing_path_mtu(self) -> bool:
+        """True while path MTU discovery runs: until the first search ends, and during later
+        searches (one every ``RAISE_INTERVAL`` while below the ceiling)."""
+        path_mtu = self._path_mtu
+        if path_mtu is None or self.is_closed:
+            return False
+        return path_mtu.searching or not path_mtu.started
+
     def max_datagram_payload(self) -> int:
         """Largest DATAGRAM frame payload that fits in one packet to this peer (0: none)."""
         quic = self._quic
         peer_cid = quic._peer_cid  # aioquic internals
         remote = quic._remote_max_datagram_frame_size  # aioquic internals
-        key = (id(peer_cid), remote)
-        if key != self._payload_key:  # recomputed only when the peer CID or limit changes
+        key = (id(peer_cid), remote, self._max_udp_payload)
+        if key != self._payload_key:  # recomputed when the peer CID, limit or path MTU changes
             self._payload_key = key
             if not remote:
                 self._payload_limit = 0
@@ -499,6 +572,152 @@ class AioquicEngine:
                 )
                 self._payload_limit = max(0, min(by_packet, remote - _DATAGRAM_FRAME_OVERHEAD))
         return self._payload_limit
+
+    # ----------------------------------------------------------------------------- path MTU
+
+    def _follow_path(self) -> None:
+        """Start over from the base size when aioquic moved to another network path.
+
+        Before aioquic builds packets for it: a path that carries less would otherwise lose them,
+        among them the PATH_CHALLENGE that validates it (padded to the packet size).
+        """
+        paths = self._quic._network_paths  # aioquic internals
+        path = paths[0] if paths else None
+        if path is not self._path:
+            if self._path is not None and path is not None:
+                assert self._path_mtu is not None
+                self._path_mtu.restart()
+            self._path = path
+        path_mtu = self._path_mtu
+        assert path_mtu is not None
+        if path_mtu.current != self._max_udp_payload:  # a new path, or the peer's limit
+            self._set_packet_size(path_mtu.current)
+
+    def _validating_path(self) -> bool:
+        """True when aioquic has a PATH_CHALLENGE or PATH_RESPONSE to send on some path."""
+        for path in self._quic._network_paths:  # aioquic internals
+            if path.remote_challenges or not (path.is_validated or path.local_challenge_sent):
+                return True
+        return False
+
+    def _probe_path(self, now: float, out: list[tuple[bytes, Address]]) -> None:
+        """Send the path MTU probe that is due, if any, once the handshake is confirmed."""
+        path_mtu = self._path_mtu
+        assert path_mtu is not None
+        quic = self._quic
+        if not quic._handshake_confirmed:  # aioquic internals
+            return
+        path_mtu.start(now)
+        size = path_mtu.probe_size(now)
+        if size is None or quic._state is not QuicConnectionState.CONNECTED:  # aioquic internals
+            return
+        crypto = quic._cryptos.get(tls.Epoch.ONE_RTT)  # aioquic internals
+        path = quic._network_paths[0]  # aioquic internals
+        version = quic._version  # aioquic internals
+        if crypto is None or not crypto.send.is_valid() or not path.is_validated or not version:
+            return
+        # One 1-RTT packet of exactly ``size`` bytes: PING (so the peer acknowledges it), then
+        # PADDING frames up to the size, numbered in sequence with aioquic's own packets.
+        builder = QuicPacketBuilder(
+            host_cid=quic.host_cid,
+            is_client=quic._is_client,  # aioquic internals
+            max_datagram_size=size,
+            packet_number=quic._packet_number,  # aioquic internals
+            peer_cid=quic._peer_cid.cid,  # aioquic internals
+            spin_bit=quic._spin_bit,  # aioquic internals
+            version=version,
+        )
+        builder.start_packet(QuicPacketType.ONE_RTT, crypto)
+        builder.start_frame(
+            QuicFrameType.PING,
+            handler=self._on_probe_delivery,
+            handler_args=(size, builder.packet_number),
+        )
+        room = builder.remaining_buffer_space
+        padding = builder.start_frame(QuicFrameType.PADDING, capacity=room)
+        padding.push_bytes(bytes(room - 1))  # (start_frame wrote the first PADDING byte)
+        datagrams, packets = builder.flush()
+        (packet,) = packets
+        quic._packet_number = builder.packet_number  # aioquic internals
+        packet.sent_time = now
+        # Neither in flight nor ack-eliciting for aioquic's loss recovery: the probe takes no
+        # congestion window, its loss is no congestion event (RFC 9000 14.4), and it does not
+        # arm the PTO; the engine's own timer (three PTOs) decides when it is lost.
+        packet.in_flight = False
+        packet.is_ack_eliciting = False
+        loss = quic._loss  # aioquic internals
+        loss.on_packet_sent(packet=packet, space=quic._spaces[tls.Epoch.ONE_RTT])
+        path.bytes_sent += len(datagrams[0])
+        self._probe_number = packet.packet_number
+        path_mtu.on_probe_sent(size, now, PROBE_TIMEOUT_PTOS * loss.get_probe_timeout())
+        out.append((datagrams[0], path.addr))
+
+    def _on_probe_delivery(self, delivery: QuicDeliveryState, size: int, number: int) -> None:
+        """aioquic's delivery handler of a probe's PING: acknowledged or declared lost.
+
+        A probe the engine's timer gave up for lost stays in aioquic's records: acknowledged
+        late, it still proves its size; declared lost later, it is not the probe out any more.
+        """
+        path_mtu = self._path_mtu
+        assert path_mtu is not None
+        if delivery == QuicDeliveryState.ACKED:
+            path_mtu.on_packet_acked(size, number)
+            if path_mtu.on_probe_acked(size, self._now):
+                self._set_packet_size(path_mtu.current)
+        elif number == self._probe_number:
+            path_mtu.on_probe_lost(size, self._now)
+
+    def _set_packet_size(self, size: int) -> None:
+        """Make aioquic build its packets ``size`` bytes long (the confirmed path MTU).
+
+        When the size shrinks, queued DATAGRAM frames that no longer fit in a packet are
+        dropped, as the network would drop them: aioquic would otherwise keep the first of them
+        at the head of its queue for good, and every datagram behind it.
+        """
+        shrinks = size < self._max_udp_payload
+        self._max_udp_payload = size
+        self._quic._max_datagram_size = size  # aioquic internals: the packet builder's size
+        if shrinks:
+            room = self.max_datagram_payload()
+            pending = self._quic._datagrams_pending  # aioquic internals
+            if any(len(data) > room for data in pending):
+                kept = [data for data in pending if len(data) <= room]
+                pending.clear()
+                pending.extend(kept)
+
+    def _watch_losses(self) -> None:
+        """Show the path MTU search which packets aioquic's loss recovery declares lost or
+        acknowledged (black-hole detection, RFC 8899 4.3).
+
+        Two hooks, set on the connection's own recovery objects: the pass that declares packets
+        lost (``_on_packets_lost``, also run when a PTO sends the oldest packet again), and the
+        congestion controller's count of an acknowledged packet, called for every acknowledged
+        packet in flight. Probes are not in flight: neither hook sees them (their delivery
+        handler reports them).
+        """
+        path_mtu = self._path_mtu
+        assert path_mtu is not None
+        base = path_mtu.base
+        loss = self._quic._loss  # aioquic internals
+        declare_lost = loss._on_packets_lost  # aioquic internals
+        congestion = loss._cc  # aioquic internals
+        count_acked = congestion.on_packet_acked
+        set_packet_size = self._set_packet_size
+
+        def on_packets_lost(*, packets: Sequence[Any], now: float, **kwargs: Any) -> None:
+            declare_lost(packets=packets, now=now, **kwargs)
+            if path_mtu.current > base:
+                lost = [(p.packet_number, p.sent_bytes) for p in packets if p.in_flight]
+                if lost and path_mtu.on_packets_lost(lost, now):
+                    set_packet_size(base)
+
+        def on_packet_acked(*, packet: Any, now: float) -> None:
+            count_acked(packet=packet, now=now)
+            if packet.sent_bytes > base and packet.packet_number > path_mtu.largest_acked:
+                path_mtu.on_packet_acked(packet.sent_bytes, packet.packet_number)
+
+        loss._on_packets_lost = on_packets_lost  # type: ignore[method-assign, assignment]
+        congestion.on_packet_acked = on_packet_acked  # type: ignore[method-assign]
 
     def send_buffered(self, stream_id: int) -> int:
         """Bytes written on ``stream_id`` that the peer has not acknowledged yet."""
@@ -564,7 +783,7 @@ def aioquic_configuration(settings: QuicSettings) -> QuicConfiguration:
         alpn_protocols=list(settings.alpn_protocols),
         idle_timeout=settings.idle_timeout,
         max_datagram_frame_size=settings.max_datagram_frame_size,
-        max_datagram_size=settings.max_udp_payload,
+        max_datagram_size=settings.max_udp_payload,  # the base; the engine raises it
         server_name=settings.server_name,
         congestion_control_algorithm=settings.congestion_control,
     )

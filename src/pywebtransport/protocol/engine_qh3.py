@@ -40,9 +40,20 @@ queue of its own (which ``trim_datagrams`` trims) and hands qh3 only what the co
 allows.
 
 Datagram size (:meth:`Qh3Engine.max_datagram_payload`): given. Computed from the UDP payload
-size the core uses (ours, lowered to the peer's ``max_udp_payload_size``), the peer's connection
-ID length (read from its long-header packets; qh3 does not expose it) and the peer's
-``max_datagram_frame_size``. Path MTU probing is off: the packet size is the configured one.
+size the core uses (its path MTU: ours, lowered to the peer's ``max_udp_payload_size``, raised by
+its probing), the peer's connection ID length (read from its long-header packets; qh3 does not
+expose it) and the peer's ``max_datagram_frame_size``.
+
+Path MTU discovery: **partly given**, by qh3's own probing, which the engine turns on when the
+ceiling (``max_path_udp_payload``) is above the base. qh3 probes as a client only, right after
+the handshake, with the sizes 1280, 1350, 1452 and 1472 (IPv4; 1452 is its limit on IPv6), one
+probe per size (lost after three PTOs, then the search ends), and never falls back once a size is
+confirmed. The engine caps it at the ceiling by lowering the peer's ``max_udp_payload_size`` as
+qh3's core reads it (:class:`_Qh3Connection`), and, since qh3 sends a probe only along with other
+packets, gives it a PING to go with when a probe is due on a quiet connection
+(:meth:`Qh3Engine._nudge_probe`). A qh3 server's packets stay at the base size, and a
+path that shrinks under a qh3 client after its search is a black hole for the client's larger
+packets.
 
 Stateless resets: detection given by qh3 (its core matches the tokens of the transport
 parameters and of NEW_CONNECTION_ID frames); a termination in the middle of receiving a packet
@@ -149,10 +160,14 @@ _ACK_DELAY_EXPONENT = 3  # qh3's (it advertises 3)
 _MAX_ACK_DELAY = 0.025  # qh3's (it advertises 25 ms)
 #: RFC 9001 5.2: the salt of QUIC version 1's Initial secrets.
 _INITIAL_SALT_V1 = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")
+#: qh3's path MTU probe sizes, and its own limits on IPv4 and IPv6 (qh3 internals: its Rust core).
+_QH3_PROBE_SIZES = (1280, 1350, 1452, 1472)
+_QH3_PROBE_LIMIT_IPV4, _QH3_PROBE_LIMIT_IPV6 = 1472, 1452
 
 
 class _Qh3Connection(QuicConnection):
-    """qh3's connection with our stream limits, derived reset tokens, and empty client CIDs.
+    """qh3's connection with our stream limits, derived reset tokens, empty client CIDs, and a
+    ceiling for its path MTU probing.
 
     - Stream limits: qh3 builds its core, and writes its transport parameters, with 100
       bidirectional and 103 unidirectional peer streams whatever is configured; the core is
@@ -171,6 +186,9 @@ class _Qh3Connection(QuicConnection):
       keys (which qh3 derives from the destination ID it was given) are installed as derived
       from the client's destination ID (RFC 9001 5.2), and the TLS half records the client's
       empty source ID.
+    - Path MTU probing (a client's): qh3 probes up to 1472 bytes on IPv4 whatever is
+      configured, and only the peer's ``max_udp_payload_size`` caps it; that parameter is
+      lowered to ``path_ceiling`` as the core reads it.
     """
 
     def __init__(
@@ -178,12 +196,14 @@ class _Qh3Connection(QuicConnection):
         *,
         max_streams_bidi: int,
         max_streams_uni: int,
+        path_ceiling: int,
         reset_key: bytes | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.max_streams_bidi = max_streams_bidi
         self.max_streams_uni = max_streams_uni
+        self.path_ceiling = path_ceiling
         self.reset_key = reset_key if not self._is_client else None  # qh3 internals
         self.empty_peer_cid = False  # server: the client's source connection ID is empty
 
@@ -241,6 +261,15 @@ class _Qh3Connection(QuicConnection):
         self._pre_handshake_state_replayed = False  # qh3 internals
         if self.empty_peer_cid:
             _install_initial_keys(self._core, client_dcid, version)
+
+    def _drain_tls(self) -> None:  # qh3 internals: hands the peer's parameters to the core
+        bridge = self._tls  # qh3 internals
+        parameters = None if bridge is None else bridge.remote_transport_parameters
+        if parameters is not None and parameters is not self._applied_transport_parameters:
+            peer_limit = parameters.max_udp_payload_size
+            if peer_limit is None or peer_limit > self.path_ceiling:
+                parameters.max_udp_payload_size = self.path_ceiling
+        super()._drain_tls()
 
     def _create_tls(self, remote_source_cid: bytes | None) -> QuicTlsBridge:  # qh3 internals
         bridge = super()._create_tls(remote_source_cid)
@@ -337,6 +366,8 @@ class Qh3Engine:
             application may hold unreleased before the connection is closed.
         stateless_reset_key: server: the secret its first stateless-reset token is derived
             from (see :func:`stateless_reset_token`); None leaves qh3's random token.
+        max_path_udp_payload: the ceiling of path MTU discovery (qh3's probing is on when the
+            configuration says so: see :func:`qh3_configuration`).
     """
 
     def __init__(
@@ -348,17 +379,26 @@ class Qh3Engine:
         max_streams_bidi: int = 128,
         max_streams_uni: int = 128,
         stateless_reset_key: bytes | None = None,
+        max_path_udp_payload: int | None = None,
     ) -> None:
+        base = configuration.max_datagram_size
+        ceiling = base if max_path_udp_payload is None else max(base, max_path_udp_payload)
         self._quic = _Qh3Connection(
             max_streams_bidi=max_streams_bidi,
             max_streams_uni=max_streams_uni,
+            path_ceiling=ceiling,
             reset_key=stateless_reset_key,
             configuration=configuration,
             original_destination_connection_id=original_destination_connection_id,
             retry_source_connection_id=retry_source_connection_id,
         )
         self.is_client = configuration.is_client
-        self._max_udp_payload = configuration.max_datagram_size
+        self._max_udp_payload = base
+        self._path_ceiling = ceiling
+        self._probes = configuration.is_client and configuration.probe_datagram_size
+        self._probe_top = 0  # the size qh3's probing ends at when no probe is lost (0: unknown)
+        self._last_probe = 0  # the size of the last probe qh3 sent (0: none yet)
+        self._nudged = 0  # the path MTU at which a PING last gave qh3 a packet to probe with
         self._unread_limit = configuration.max_data
         self._max_streams = {False: max_streams_bidi, True: max_streams_uni}
         self._peer_bit = 1 if self.is_client else 0  # the initiator bit of the peer's streams
@@ -465,6 +505,8 @@ class Qh3Engine:
             # connection polled often would wake up every few microseconds for nothing.
             return []
         out = self._poll(now)
+        if self._probes and self._handshake_done:
+            self._nudge_probe(now, out)
         self._dirty = bool(out)
         if self._datagrams_handed:  # (whatever left counts as the datagrams first)
             self._datagrams_handed = max(0, self._datagrams_handed - sum(len(d) for d, _ in out))
@@ -505,7 +547,47 @@ class Qh3Engine:
             if transmit is None:
                 break
             out.append((transmit[0], transmit[1]))
+        if self._probes and out:
+            self._note_probes(core, out)
         return out
+
+    def _nudge_probe(self, now: float, out: list[tuple[bytes, Address]]) -> None:
+        """Give qh3 a packet to send its next path MTU probe with, when it has none.
+
+        qh3 sends a probe only along with other packets, so on a connection with nothing to say
+        its search would wait for the next keep-alive. When a probe is due (the last one was
+        confirmed) and none left, a PING is queued and qh3 polled again: once per confirmed size.
+        """
+        core = self._quic._core  # qh3 internals
+        if core is None or not self._probe_top:
+            return
+        mtu = core.active_path[5]  # qh3 internals: the path MTU
+        if mtu >= self._probe_top or self._last_probe > mtu or self._nudged >= mtu:
+            return  # over, a probe out (or lost: over), or nudged at this size already
+        if any(len(data) > mtu for data, _ in out):
+            return
+        self._nudged = mtu
+        self._ping_uid += 1
+        with contextlib.suppress(Exception):  # closing
+            self._quic.send_ping(self._ping_uid)
+        out += self._poll(now)
+
+    def _note_probes(self, core: QuicConnectionCore, out: list[tuple[bytes, Address]]) -> None:
+        """Remember the last path MTU probe qh3 sent: the only packets above its path MTU."""
+        mtu = core.active_path[5]  # qh3 internals: the path MTU
+        if not self._probe_top:
+            host = core.active_path[2][0]  # qh3 internals: the peer's address
+            limit = _QH3_PROBE_LIMIT_IPV6 if ":" in host else _QH3_PROBE_LIMIT_IPV4
+            limit = min(limit, self._path_ceiling)
+            self._probe_top = max(
+                [self._max_udp_payload, *(s for s in _QH3_PROBE_SIZES if s <= limit)]
+            )
+        if mtu >= self._probe_top:
+            self._probes = False  # the search is over: nothing more to watch
+            return
+        for data, _ in out:
+            if len(data) > mtu:
+                self._last_probe = len(data)
 
     def _feed_datagrams(self) -> None:
         """Hand qh3 the queued datagrams its congestion window lets it send now.
@@ -774,12 +856,37 @@ class Qh3Engine:
         core = quic._core  # qh3 internals
         if not remote or core is None:
             return 0
-        udp = min(self._max_udp_payload, core.active_path[5])  # qh3 internals: the path MTU
+        udp = min(self._path_ceiling, core.active_path[5])  # qh3 internals: the path MTU
         cid = _MAX_CID_LENGTH if self._peer_cid_length is None else self._peer_cid_length
         room = udp - _SHORT_HEADER_OVERHEAD - cid - 1  # the DATAGRAM frame type
         by_packet = room - 2 if room - 2 < 16384 else room - 4  # minus the length varint
         by_frame = remote - 1 - (2 if remote - 3 < 16384 else 4)
         return max(0, min(by_packet, by_frame))
+
+    def max_udp_payload(self) -> int:
+        """UDP payload size of the packets sent now (raised by qh3's path MTU probing)."""
+        core = self._quic._core  # qh3 internals
+        if core is None:
+            return self._max_udp_payload
+        return min(self._path_ceiling, core.active_path[5])  # qh3 internals: the path MTU
+
+    def probing_path_mtu(self) -> bool:
+        """True while qh3's path MTU probing runs: until its last size is confirmed or a probe
+        is lost (qh3 then ends the search: its sizes leave nothing in between)."""
+        if not self._probes or self.is_closed:
+            return False
+        core = self._quic._core  # qh3 internals
+        if core is None or not self._handshake_done or not self._probe_top:
+            return True
+        mtu = core.active_path[5]  # qh3 internals: the path MTU
+        last = self._last_probe
+        if mtu >= self._probe_top:
+            return False
+        if last <= mtu:
+            return True  # none sent yet, or the last one confirmed: the next one is due
+        # The last probe is still out, or it was lost. qh3 internals: (packet number, size,
+        # ack-eliciting) of the packets not acknowledged yet.
+        return any(size == last for _, size, _ in core.outstanding_application_packets)
 
     # ----------------------------------------------------------------------------- connection
 
@@ -831,8 +938,9 @@ def qh3_configuration(settings: QuicSettings) -> QuicConfiguration:
         alpn_protocols=list(settings.alpn_protocols),
         idle_timeout=settings.idle_timeout,
         max_datagram_frame_size=settings.max_datagram_frame_size,
-        max_datagram_size=settings.max_udp_payload,
-        probe_datagram_size=False,  # max_udp_payload is the packet size, as with aioquic
+        max_datagram_size=settings.max_udp_payload,  # the base
+        # qh3's path MTU probing (a client's only), capped by _Qh3Connection at the ceiling.
+        probe_datagram_size=settings.max_path_udp_payload > settings.max_udp_payload,
         server_name=settings.server_name,
         max_stream_data=settings.stream_receive_window,
         max_data=settings.connection_receive_window,

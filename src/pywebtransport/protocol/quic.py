@@ -88,7 +88,9 @@ class QuicSettings:
         is_client: which side this is.
         alpn_protocols: ALPN identifiers offered (client) or accepted (server).
         idle_timeout: seconds of silence after which the connection is declared lost.
-        max_udp_payload: UDP payload size of the packets sent.
+        max_udp_payload: UDP payload size of the packets sent first (the path MTU search's base).
+        max_path_udp_payload: the ceiling of path MTU discovery: packets grow up to this size
+            as the path proves it carries them (at most ``max_udp_payload``: discovery off).
         max_datagram_frame_size: the largest DATAGRAM frame accepted from the peer.
         stream_receive_window: unread bytes one peer stream may hold (MAX_STREAM_DATA).
         connection_receive_window: unread bytes all streams may hold together (MAX_DATA).
@@ -106,6 +108,7 @@ class QuicSettings:
     alpn_protocols: tuple[str, ...] = ("h3",)
     idle_timeout: float = 30.0
     max_udp_payload: int = 1200
+    max_path_udp_payload: int = 1452
     max_datagram_frame_size: int = 65536
     stream_receive_window: int = 1024 * 1024
     connection_receive_window: int = 16 * 1024 * 1024
@@ -143,6 +146,8 @@ class QuicEngine(Protocol):
     def untrack_consumption(self, stream_id: int) -> None: ...
     def trim_datagrams(self, limit: int) -> int: ...
     def max_datagram_payload(self) -> int: ...
+    def max_udp_payload(self) -> int: ...
+    def probing_path_mtu(self) -> bool: ...
     def send_buffered(self, stream_id: int) -> int: ...
     def close(self, error_code: int, reason: str) -> None: ...
     def peer_certificate_der(self) -> bytes | None: ...
@@ -222,6 +227,7 @@ class ConfiguredFactory(Generic[EngineT]):
             retry_source_connection_id=retry_source_connection_id,
             max_streams_bidi=self.settings.max_streams_bidi,
             max_streams_uni=self.settings.max_streams_uni,
+            max_path_udp_payload=self.settings.max_path_udp_payload,
             stateless_reset_key=stateless_reset_key,
         )
 
