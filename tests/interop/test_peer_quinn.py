@@ -36,7 +36,7 @@ from pywebtransport import (
 )
 from pywebtransport.exceptions import StreamError
 from pywebtransport.protocol.wire import Dialect
-from tests.conftest import T
+from tests.conftest import T, current_engine
 from tests.interop.conftest import CertificateFiles
 from tests.interop.peer_support import (
     CODE_HIGH,
@@ -56,6 +56,7 @@ from tests.interop.peer_support import (
     pattern,
     peer_server,
     read_uni_streams,
+    run_through_a_retry,
     send_uni,
 )
 
@@ -382,14 +383,21 @@ async def test_their_client_datagrams_both_ways(our_quinn_server: OurServer) -> 
 @pytest.mark.covers("datagram-size", "quinn-client")
 async def test_their_clients_largest_datagram_reaches_us(our_quinn_server: OurServer) -> None:
     async with asyncio.timeout(TEST_TIMEOUT):
-        outcome = await our_quinn_server.run("/echo", "datagrams", size="max", tries=2)
+        outcome = await our_quinn_server.run("/echo", "datagrams", size="max", tries=3)
         received = await our_quinn_server.probe.wait("datagrams")
     size = outcome["size"]  # quinn's largest when it sent it: 1,161 to 1,413 bytes
     ours = [limit for length, limit in received if length == size]
     assert ours, f"no {size}-byte datagram arrived: {received}"
-    # It arrives whole; our echo comes back when our own limit (which our path MTU discovery
-    # may raise between two tries) allows that size.
-    assert outcome["answers_ok"] == [True, any(size <= limit for limit in ours)]
+    if current_engine() == "aioquic":
+        # Our path MTU discovery raises our limit within tens of milliseconds of the
+        # handshake: the echo of quinn's largest datagram comes back.
+        assert outcome["answers_ok"] == [True, True], (outcome, received)
+        assert max(ours) >= size
+    else:
+        # A qh3 server never probes the path (docs/architecture.md): its limit stays at the
+        # base, and datagrams larger than that cannot be echoed.
+        assert max(ours) < 1200
+        assert outcome["answers_ok"] == [True, size <= max(ours)], (outcome, received)
 
 
 @pytest.mark.covers("bidi-server", "quinn-client")
@@ -461,3 +469,17 @@ async def test_their_client_accepts_many_streams_from_us(our_quinn_server: OurSe
         pushed = await our_quinn_server.probe.wait("push")
     assert len(outcome["bidi"]) == len(outcome["uni"]) == MANY
     assert pushed == {"bidi_ok": MANY, "uni_sent": MANY, "errors": []}
+
+
+@pytest.mark.covers("retry", "quinn-client")
+async def test_their_client_follows_our_retry(
+    peers_python: str, certificate: CertificateFiles
+) -> None:
+    trust = ("--cert-hash", certificate.sha256.hex())
+    async with asyncio.timeout(TEST_TIMEOUT):
+        outcome, stats = await run_through_a_retry(
+            peers_python, SCRIPT, certificate, trust, "bidi", size=STREAM_SIZE
+        )
+    assert outcome["small_ok"] and outcome["large_ok"] and outcome["empty_ok"]
+    # Only the Initial that carried the Retry's token made a connection.
+    assert stats["retries_sent"] >= 1 and stats["connections_accepted"] == 1, stats
