@@ -17,6 +17,8 @@ Server routes (see :func:`start_echo_server`):
   reason ``b"bye"``) in a DATA frame on the CONNECT stream, then FIN.
 * ``/reset``: the first bytes on a client bidirectional stream are answered by RESET_STREAM with
   the HTTP/3 code of WebTransport application code 7 (nothing is echoed).
+* ``/stop``: the first bytes on a client bidirectional stream are answered by STOP_SENDING with
+  the HTTP/3 code of WebTransport application code 9 (nothing is echoed).
 * anything else: 404.
 
 What the server saw from its clients (stream resets, STOP_SENDING, session closes) is recorded in
@@ -99,7 +101,8 @@ _PUSH_UNI_PAYLOAD = b"server-uni"
 _CLOSE_CODE = 4242
 _CLOSE_REASON = b"bye"
 _RESET_CODE = 7
-_ECHO_PATHS = frozenset({"/echo", "/push", "/close", "/reset"})
+_STOP_CODE = 9
+_ECHO_PATHS = frozenset({"/echo", "/push", "/close", "/reset", "/stop"})
 
 
 def app_code_to_http3(code: int) -> int:
@@ -284,6 +287,7 @@ class ServerObservations:
     Attributes:
         resets: ``(stream_id, http3_code)`` of every RESET_STREAM on a WebTransport stream.
         stop_sendings: ``(stream_id, http3_code)`` of every STOP_SENDING on such a stream.
+        stops_sent: the streams ``/stop`` sent its STOP_SENDING on.
         session_closes: ``(session_id, code, reason)`` when a client ends a session; code and
             reason are ``None`` when the session ended without a CLOSE_WEBTRANSPORT_SESSION
             capsule (plain FIN or reset of the CONNECT stream).
@@ -291,6 +295,7 @@ class ServerObservations:
 
     resets: asyncio.Queue[tuple[int, int]] = field(default_factory=asyncio.Queue)
     stop_sendings: asyncio.Queue[tuple[int, int]] = field(default_factory=asyncio.Queue)
+    stops_sent: set[int] = field(default_factory=set)
     session_closes: asyncio.Queue[tuple[int, int | None, str | None]] = field(
         default_factory=asyncio.Queue
     )
@@ -397,6 +402,10 @@ class _EchoServerProtocol(_WebTransportProtocol):
             if session.path == "/reset":
                 if data or fin:
                     self._quic.reset_stream(stream_id, app_code_to_http3(_RESET_CODE))
+            elif session.path == "/stop":
+                if data and stream_id not in self._observed.stops_sent:
+                    self._observed.stops_sent.add(stream_id)
+                    self._quic.stop_stream(stream_id, app_code_to_http3(_STOP_CODE))
             elif data or fin:
                 self._quic.send_stream_data(stream_id, data, end_stream=fin)
             return

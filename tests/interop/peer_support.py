@@ -10,6 +10,7 @@
 Our routes (options in the query string):
 
 * ``/echo``: :func:`~pywebtransport.server.echo.echo_handler`. The probe gets ``dialect``,
+  ``protocol`` (the negotiated subprotocol), ``headers`` (the CONNECT request's),
   ``credit_at_start`` (the peer's initial session credit, when the dialect has flow control) and,
   once the session ended, ``credit`` (the session's :class:`FlowControl`) and ``datagrams``:
   (size, our datagram limit then) of each datagram received.
@@ -30,9 +31,11 @@ Our routes (options in the query string):
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -42,7 +45,9 @@ from pywebtransport.exceptions import StreamError
 from pywebtransport.protocol.session import FlowControl
 from pywebtransport.protocol.wire import Dialect
 from pywebtransport.server.echo import echo_handler
+from tests.certs import CertBundle, load_cert
 from tests.conftest import T
+from tests.faults import start_child, stop_child
 from tests.interop.conftest import CertificateFiles
 from tests.interop.peer_process import PeerProcess, peer
 
@@ -127,6 +132,8 @@ def build_our_app(config: ServerConfig, probe: Probe) -> ServerApp:
     @app.route("/echo")
     async def echo(session: WebTransportSession) -> None:
         probe.set("dialect", dialect_of(session))
+        probe.set("protocol", session.protocol)
+        probe.set("headers", dict(session.headers))
         fc = flow_control_of(session)
         if fc is not None:
             probe.set("credit_at_start", (fc.remote_max_data, dict(fc.remote_max_streams)))
@@ -216,12 +223,12 @@ def build_our_app(config: ServerConfig, probe: Probe) -> ServerApp:
 
 
 @asynccontextmanager
-async def our_server(
+async def our_server_instance(
     certificate: CertificateFiles, probe: Probe, **config: Any
-) -> AsyncIterator[int]:
+) -> AsyncIterator[WebTransportServer]:
     """Our server with :func:`build_our_app` on 127.0.0.1 (ephemeral port) for the block.
 
-    Yields its port; ``config`` adds to its ServerConfig (limits).
+    Yields the listening server (its ``stats``, its port); ``config`` adds to its ServerConfig.
     """
     server_config = ServerConfig(
         certfile=certificate.certfile,
@@ -233,10 +240,19 @@ async def our_server(
     server = WebTransportServer(config=server_config, app=build_our_app(server_config, probe))
     await server.listen(host="127.0.0.1", port=0)
     try:
-        yield server.local_address[1]
+        yield server
     finally:
         async with asyncio.timeout(T):
             await server.close()
+
+
+@asynccontextmanager
+async def our_server(
+    certificate: CertificateFiles, probe: Probe, **config: Any
+) -> AsyncIterator[int]:
+    """:func:`our_server_instance`, yielding only its port."""
+    async with our_server_instance(certificate, probe, **config) as server:
+        yield server.local_address[1]
 
 
 async def run_peer_client(
@@ -383,3 +399,78 @@ async def datagram_roundtrip(
         except TimeoutError:
             continue
     raise AssertionError(f"no datagram came back after {DATAGRAM_TRIES} tries")
+
+
+async def run_through_a_retry(
+    python: str,
+    script: str,
+    certificate: CertificateFiles,
+    trust: tuple[str, ...],
+    scenario: str,
+    **options: Any,
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """Run a peer client's ``scenario`` against ``/echo`` of our server with ``retry="always"``.
+
+    Returns the scenario's ``RESULT`` and our server's stats once it ended: a Retry sent and a
+    scenario that worked prove the client came back with the Retry's token.
+    """
+    probe = Probe()
+    async with our_server_instance(certificate, probe, retry="always") as server:
+        ours = OurServer(server.local_address[1], probe, python, script, trust)
+        outcome = await ours.run("/echo", scenario, **options)
+        return outcome, server.stats
+
+
+#: Upper bound on starting one of our server processes (``tests/server_process.py``).
+CHILD_TIMEOUT = 15.0
+
+
+@dataclass
+class Restarted:
+    """What a peer client saw when our server was replaced under its session."""
+
+    connected: dict[str, Any]
+    ended: dict[str, Any]
+    seconds: float
+    """From the old server's death to the peer's report that its session ended."""
+
+
+async def restart_under_peer_client(
+    python: str,
+    script: str,
+    directory: Path,
+    trust: Callable[[CertBundle], tuple[str, ...]],
+    timeout: float,
+) -> Restarted:
+    """A peer client's ``restart`` scenario on our server (a child process) that is replaced by
+    a new one on the same port (SO_REUSEPORT: the port never lacks a listener) with the same
+    key, hence the same stateless-reset key, once the peer reported ``connected``.
+
+    ``trust`` gives the peer's trust arguments for the certificate made in ``directory``;
+    ``timeout`` bounds the wait for the end of the session after the restart.
+    """
+    first, line = await start_child(
+        "tests.server_process", str(directory), "0", timeout=CHILD_TIMEOUT
+    )
+    children = [first]
+    port = line.split()[1].decode()
+    args = ["client", "--url", f"https://127.0.0.1:{port}/echo", "--scenario", "restart"]
+    try:
+        async with peer(python, script, *args, *trust(load_cert(directory))) as handle:
+            connected = await handle.result()
+            if "error" in connected:
+                raise handle.fail(f"scenario restart failed: {connected['error']}")
+            new, _ = await start_child(
+                "tests.server_process", str(directory), port, timeout=CHILD_TIMEOUT
+            )
+            children.append(new)
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+            loop = asyncio.get_running_loop()
+            killed = loop.time()
+            ended = await handle.result(timeout=timeout)
+            seconds = loop.time() - killed
+    finally:
+        for child in children:
+            await stop_child(child, CHILD_TIMEOUT)
+    return Restarted(connected, ended, seconds)

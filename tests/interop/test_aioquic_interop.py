@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,7 @@ from tests.interop.aioquic_peer import (
     start_echo_server,
 )
 from tests.interop.conftest import CertificateFiles
+from tests.interop.peer_support import echo_once, read_uni_streams, send_uni
 
 pytestmark = pytest.mark.interop
 
@@ -50,6 +52,11 @@ DATAGRAM_WAIT = 1.0
 DATAGRAM_TRIES = 5
 STREAM_SIZE = 300_000
 """Large enough to span many packets and the peers' initial flow-control windows."""
+MANY = 200
+"""Streams of each kind in the many-streams tests: more than either side allows open at once."""
+BATCH = 25
+CODE_HIGH = 0xDEADBEEF
+"""A WebTransport code with the top bit set (one that went through a signed int32 would not)."""
 
 
 def pattern(size: int, seed: int = 0) -> bytes:
@@ -225,6 +232,61 @@ async def test_client_abort_code_reaches_peer(
     assert app_code_from_http3(http3_code) == 7
 
 
+@pytest.mark.covers("stop-sending", "aioquic-server")
+async def test_client_sees_peer_stop_sending_code(
+    aioquic_server: AioquicServerHandle, client: WebTransportClient
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        session = await client.connect(url=url(aioquic_server, "/stop"))
+        stream = await session.create_bidirectional_stream()
+        await stream.write(b"stop me")
+        with pytest.raises(StreamError) as stopped:
+            while True:  # until the STOP_SENDING arrives (bounded by the test's timeout)
+                await stream.write(b"more" * 256)
+        await session.close()
+    assert stopped.value.error_code == 9
+
+
+@pytest.mark.covers("stop-sending", "aioquic-server")
+async def test_client_stop_sending_code_reaches_peer(
+    aioquic_server: AioquicServerHandle, client: WebTransportClient
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        session = await client.connect(url=url(aioquic_server, "/echo"))
+        stream = await session.create_bidirectional_stream()
+        await stream.write(b"partial")
+        assert await stream.read(7) == b"partial"
+        await stream.stop(code=CODE_HIGH)
+        stream_id, http3_code = await aioquic_server.observed.stop_sendings.get()
+        await session.close()
+    assert stream_id == stream.stream_id
+    assert app_code_from_http3(http3_code) == CODE_HIGH
+
+
+@pytest.mark.covers("many-streams", "aioquic-server")
+async def test_client_many_streams(
+    aioquic_server: AioquicServerHandle, client: WebTransportClient
+) -> None:
+    # More streams of each kind than either side allows open at once (aioquic 128, we 100):
+    # both sides' MAX_STREAMS must be renewed, for the echoes' unidirectional streams too.
+    async with asyncio.timeout(TEST_TIMEOUT):
+        session = await client.connect(url=url(aioquic_server, "/echo"))
+        bidi_ok = 0
+        for start in range(0, MANY, BATCH):
+            names = [b"stream-%d" % i for i in range(start, start + BATCH)]
+            echoed = await asyncio.gather(*(echo_once(session, name) for name in names))
+            bidi_ok += echoed == names
+        received: list[bytes] = []
+        for start in range(0, MANY, BATCH):
+            await asyncio.gather(
+                *(send_uni(session, b"uni-%d" % i) for i in range(start, start + BATCH))
+            )
+            received += await read_uni_streams(session, BATCH)
+        await session.close()
+    assert bidi_ok == MANY // BATCH
+    assert sorted(received) == sorted(b"uni-%d" % i for i in range(MANY))
+
+
 @pytest.mark.covers("close", "aioquic-server")
 async def test_client_close_reaches_peer(
     aioquic_server: AioquicServerHandle, client: WebTransportClient
@@ -269,6 +331,7 @@ class OurServer:
 
     port: int
     probe: Probe
+    server: WebTransportServer
 
 
 def build_app(config: ServerConfig, probe: Probe) -> ServerApp:
@@ -308,6 +371,25 @@ def build_app(config: ServerConfig, probe: Probe) -> ServerApp:
             probe.set("reset_buffered", f"no error, read {data!r}")
         await session.wait_closed()
 
+    @app.route("/stop-observe")
+    async def stop_observe(session: WebTransportSession) -> None:
+        stream = await session.accept_bidirectional_stream(timeout=TEST_TIMEOUT)
+        probe.set("stop_first_read", await stream.read(100))
+        block = pattern(65536)
+        try:
+            while True:  # until the peer's STOP_SENDING fails a write
+                await stream.write(block)
+        except StreamError as error:
+            probe.set("stop", error.error_code)
+        await session.wait_closed()
+
+    @app.route("/stop")
+    async def stop(session: WebTransportSession) -> None:
+        stream = await session.accept_bidirectional_stream(timeout=TEST_TIMEOUT)
+        probe.set("stop_read", await stream.read(100))
+        await stream.stop(code=CODE_HIGH)
+        await session.wait_closed()
+
     @app.route("/hold")
     async def hold(session: WebTransportSession) -> None:
         probe.set("hold_headers", dict(session.headers))
@@ -317,19 +399,30 @@ def build_app(config: ServerConfig, probe: Probe) -> ServerApp:
     return app
 
 
-@pytest_asyncio.fixture
-async def our_server(certificate: CertificateFiles) -> AsyncIterator[OurServer]:
-    """Run our server on an ephemeral loopback port."""
+@asynccontextmanager
+async def serving(certificate: CertificateFiles, **options: Any) -> AsyncIterator[OurServer]:
+    """Our server on an ephemeral loopback port for the block (``options``: ServerConfig)."""
     config = ServerConfig(
-        certfile=certificate.certfile, keyfile=certificate.keyfile, host="127.0.0.1", port=0
+        certfile=certificate.certfile,
+        keyfile=certificate.keyfile,
+        host="127.0.0.1",
+        port=0,
+        **options,
     )
     probe = Probe()
     server = WebTransportServer(config=config, app=build_app(config, probe))
     await server.listen(host="127.0.0.1", port=0)
     try:
-        yield OurServer(port=server.local_address[1], probe=probe)
+        yield OurServer(port=server.local_address[1], probe=probe, server=server)
     finally:
         await server.close()
+
+
+@pytest_asyncio.fixture
+async def our_server(certificate: CertificateFiles) -> AsyncIterator[OurServer]:
+    """Run our server on an ephemeral loopback port."""
+    async with serving(certificate) as server:
+        yield server
 
 
 async def peer_session(
@@ -359,6 +452,20 @@ async def test_server_bidi_echo(our_server: OurServer, certificate: CertificateF
         finally:
             await peer.close()
     assert echoed == payload
+
+
+@pytest.mark.covers("retry", "aioquic-client")
+async def test_server_retry_is_followed_by_aioquic_client(certificate: CertificateFiles) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT), serving(certificate, retry="always") as ours:
+        peer = await peer_session(ours, certificate, "/echo")
+        try:
+            echoed = await peer.read_stream(await peer.open_bidi(b"after a retry"))
+        finally:
+            await peer.close()
+        stats = ours.server.stats
+    assert echoed == b"after a retry"
+    # Only the Initial that carried the Retry's token made a connection.
+    assert stats["retries_sent"] >= 1 and stats["connections_accepted"] == 1, stats
 
 
 @pytest.mark.covers("uni", "aioquic-client")
@@ -451,6 +558,65 @@ async def test_server_sees_reset_with_unread_bytes(
         finally:
             await peer.close()
     assert code == 7
+
+
+@pytest.mark.covers("stop-sending", "aioquic-client")
+async def test_server_sees_peer_stop_sending_code(
+    our_server: OurServer, certificate: CertificateFiles
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        peer = await peer_session(our_server, certificate, "/stop-observe")
+        try:
+            stream_id = await peer.open_bidi(b"some bytes", end=False)
+            first = await our_server.probe.wait("stop_first_read")
+            peer.stop_stream(stream_id, CODE_HIGH)
+            code = await our_server.probe.wait("stop")
+        finally:
+            await peer.close()
+    assert first == b"some bytes"
+    assert code == CODE_HIGH
+
+
+@pytest.mark.covers("stop-sending", "aioquic-client")
+async def test_server_stop_sending_code_reaches_aioquic_client(
+    our_server: OurServer, certificate: CertificateFiles
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        peer = await peer_session(our_server, certificate, "/stop")
+        try:
+            stream_id = await peer.open_bidi(b"stop me", end=False)
+            http3_code = await peer.wait_stop_sending(stream_id)
+            read = await our_server.probe.wait("stop_read")
+        finally:
+            await peer.close()
+    assert read == b"stop me"
+    assert app_code_from_http3(http3_code) == CODE_HIGH
+
+
+@pytest.mark.covers("many-streams", "aioquic-client")
+async def test_server_many_streams_from_aioquic_client(
+    our_server: OurServer, certificate: CertificateFiles
+) -> None:
+    # More streams of each kind than either side allows open at once (we 100, aioquic 128):
+    # both sides' MAX_STREAMS must be renewed, for our echoes' unidirectional streams too.
+    async with asyncio.timeout(TEST_TIMEOUT):
+        peer = await peer_session(our_server, certificate, "/echo")
+        try:
+            bidi_ok = 0
+            for start in range(0, MANY, BATCH):
+                names = [b"stream-%d" % i for i in range(start, start + BATCH)]
+                ids = [await peer.open_bidi(name) for name in names]
+                echoed = [await peer.read_stream(stream_id) for stream_id in ids]
+                bidi_ok += echoed == names
+            received: list[bytes] = []
+            for start in range(0, MANY, BATCH):
+                for i in range(start, start + BATCH):
+                    await peer.open_uni(b"uni-%d" % i)
+                received += [(await peer.accept_uni())[1] for _ in range(BATCH)]
+        finally:
+            await peer.close()
+    assert bidi_ok == MANY // BATCH
+    assert sorted(received) == sorted(b"uni-%d" % i for i in range(MANY))
 
 
 @pytest.mark.covers("close", "aioquic-client")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -40,6 +41,7 @@ from pywebtransport import (
 from pywebtransport.exceptions import StreamError
 from pywebtransport.protocol.wire import Dialect
 from tests.conftest import T
+from tests.faults import report
 from tests.interop.conftest import CertificateFiles
 from tests.interop.peer_support import (
     CODE_HIGH,
@@ -58,10 +60,13 @@ from tests.interop.peer_support import (
     flow_control_of,
     largest_datagram_echoed,
     our_server,
+    our_server_instance,
     pattern,
     peer_server,
     read_uni_streams,
+    restart_under_peer_client,
     run_peer_client,
+    run_through_a_retry,
     send_uni,
     stream_renewals_at_least,
 )
@@ -603,3 +608,86 @@ async def test_their_client_under_small_session_credit(
     assert fc.sent == FLOW_BYTES <= fc.remote_max_data
     assert fc.remote_max_streams[False] >= FLOW_UNI
     assert events["session_data_blocked"] >= 1  # our echoes waited for its credit, and said so
+
+
+@pytest.mark.covers("retry", "pwt021-client")
+async def test_their_client_follows_our_retry(
+    peers_python: str, certificate: CertificateFiles
+) -> None:
+    trust = ("--ca", certificate.certfile)
+    async with asyncio.timeout(TEST_TIMEOUT):
+        outcome, stats = await run_through_a_retry(
+            peers_python, SCRIPT, certificate, trust, "bidi", size=STREAM_SIZE
+        )
+    assert outcome["small_ok"] and outcome["large_ok"] and outcome["empty_ok"]
+    # Only the Initial that carried the Retry's token made a connection.
+    assert stats["retries_sent"] >= 1 and stats["connections_accepted"] == 1, stats
+
+
+@pytest.mark.covers("protocols", "pwt021-client")
+async def test_their_client_gets_our_preferred_protocol(
+    peers_python: str, certificate: CertificateFiles
+) -> None:
+    probe = Probe()
+    trust = ("--ca", certificate.certfile)
+    async with (
+        asyncio.timeout(TEST_TIMEOUT),
+        our_server_instance(certificate, probe, protocols=["json", "chat"]) as server,
+    ):
+        ours = OurServer(server.local_address[1], probe, peers_python, SCRIPT, trust)
+        outcome = await ours.run("/echo", "bidi", size=1000, protocols="chat,json")
+        chosen = await probe.wait("protocol")
+        headers = await probe.wait("headers")
+    assert outcome["small_ok"]
+    assert (chosen, outcome["protocol"]) == ("json", "json")
+    assert headers["wt-available-protocols"] == '"chat", "json"'
+
+
+@pytest.mark.covers("protocols", "pwt021-server")
+async def test_our_client_gets_their_preferred_protocol(
+    peers_python: str, certificate: CertificateFiles
+) -> None:
+    config = ClientConfig(
+        ca_certs=certificate.certfile, connect_timeout=T, protocols=["chat", "json"]
+    )
+    async with (
+        asyncio.timeout(TEST_TIMEOUT),
+        peer_server(peers_python, SCRIPT, certificate, "protocols=json,chat") as server,
+        WebTransportClient(config=config) as client,
+    ):
+        session = await client.connect(url=server.url("/echo"))
+        assert await echo_once(session, b"hello") == b"hello"
+        protocol = session.protocol
+        await session.close()
+        observed = await server.session_result()
+    assert protocol == "json"
+    assert (observed["offered"], observed["protocol"]) == (["chat", "json"], "json")
+
+
+@pytest.mark.covers("origin", "pwt021-client")
+async def test_their_client_sends_no_origin(our_pwt_server: OurServer) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        outcome = await our_pwt_server.run("/echo", "bidi", size=1000)
+        headers = await our_pwt_server.probe.wait("headers")
+    assert outcome["small_ok"]
+    # No origin header: OriginAllowlist lets such a client through unless ``require=True``.
+    assert "origin" not in headers, headers
+
+
+@pytest.mark.covers("stateless-reset", "pwt021-client")
+async def test_their_session_ends_promptly_when_our_server_restarts(
+    peers_python: str, tmp_path: Path
+) -> None:
+    async with asyncio.timeout(4 * TEST_TIMEOUT):
+        seen = await restart_under_peer_client(
+            peers_python,
+            SCRIPT,
+            tmp_path,
+            lambda cert: ("--ca", str(cert.certfile)),
+            timeout=TEST_TIMEOUT,
+        )
+    report(f"pwt021: {seen}")
+    assert seen.connected == {"connected": True}
+    # Its connection ends with quinn's "reset by peer": the stateless reset.
+    assert seen.ended["closed"]["reason"] == "reset by peer", seen
+    assert seen.seconds < 3.0, seen

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -37,6 +38,7 @@ from pywebtransport import (
 from pywebtransport.exceptions import StreamError
 from pywebtransport.protocol.wire import Dialect
 from tests.conftest import T, current_engine
+from tests.faults import report
 from tests.interop.conftest import CertificateFiles
 from tests.interop.peer_support import (
     CODE_HIGH,
@@ -56,6 +58,7 @@ from tests.interop.peer_support import (
     pattern,
     peer_server,
     read_uni_streams,
+    restart_under_peer_client,
     run_through_a_retry,
     send_uni,
 )
@@ -483,3 +486,32 @@ async def test_their_client_follows_our_retry(
     assert outcome["small_ok"] and outcome["large_ok"] and outcome["empty_ok"]
     # Only the Initial that carried the Retry's token made a connection.
     assert stats["retries_sent"] >= 1 and stats["connections_accepted"] == 1, stats
+
+
+@pytest.mark.covers("origin", "quinn-client")
+async def test_their_client_sends_no_origin(our_quinn_server: OurServer) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        outcome = await our_quinn_server.run("/echo", "bidi", size=1000)
+        headers = await our_quinn_server.probe.wait("headers")
+    assert outcome["small_ok"]
+    # No origin header: OriginAllowlist lets such a client through unless ``require=True``.
+    assert "origin" not in headers, headers
+
+
+@pytest.mark.covers("stateless-reset", "quinn-client")
+async def test_their_session_ends_promptly_when_our_server_restarts(
+    peers_python: str, tmp_path: Path
+) -> None:
+    async with asyncio.timeout(4 * TEST_TIMEOUT):
+        seen = await restart_under_peer_client(
+            peers_python,
+            SCRIPT,
+            tmp_path,
+            lambda cert: ("--cert-hash", cert.sha256.hex()),
+            timeout=TEST_TIMEOUT,
+        )
+    report(f"quinn: {seen}")
+    assert seen.connected == {"connected": True}
+    # quinn reports a session ended by a stateless reset as closed locally.
+    assert seen.ended["closed"]["type"] == "SessionClosedLocally", seen
+    assert seen.seconds < 3.0, seen

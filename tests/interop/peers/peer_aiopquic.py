@@ -31,6 +31,10 @@ against ``U`` and prints one ``RESULT`` (``{"error": ...}`` when it fails); with
 verifies the server's certificate against that file (server name ``localhost``), else it
 verifies nothing (aiopquic takes no certificate hash).
 
+``protocols=a,b`` is the client's offer (``wt_available_protocols``) or the server's allowlist
+(``wt_supported_protocols``); ``protocol`` in a server session's ``RESULT`` (and in a client's,
+when it offered some) is aiopquic's ``negotiated_protocol``.
+
 ``max_data``, ``max_stream_data``, ``max_streams_bidi`` and ``max_streams_uni`` set picoquic's
 QUIC flow-control limits (0: aiopquic's defaults); aiopquic has no WebTransport session flow
 control.
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import socket
 from collections.abc import Coroutine
 from typing import Any
@@ -66,6 +71,8 @@ from peer_common import free_udp_port, parse_args, pattern, ready, result, run
 WRITE_CHUNK = 1 << 20
 DATAGRAM_WAIT = 1.0
 DATAGRAM_TRIES = 5
+#: The ``restart`` scenario's interval between two datagrams.
+TICK = 0.05
 #: How long picoquic may take to open a server's sockets, and how many ports are tried.
 BIND_WAIT = 3.0
 BIND_TRIES = 3
@@ -86,6 +93,7 @@ DEFAULTS: dict[str, Any] = {
     "max_stream_data": 0,
     "max_streams_bidi": 0,
     "max_streams_uni": 0,
+    "protocols": "",
 }
 
 
@@ -119,6 +127,8 @@ class Options:
         self.max_stream_data: int = values["max_stream_data"]
         self.max_streams_bidi: int = values["max_streams_bidi"]
         self.max_streams_uni: int = values["max_streams_uni"]
+        names = str(values["protocols"]).split(",")
+        self.protocols: list[str] | None = [name for name in names if name] or None
 
 
 def is_bidi(stream_id: int) -> bool:
@@ -217,6 +227,7 @@ class ServerSession:
     async def run(self) -> None:
         session, args = self.session, self.args
         self.observed["transport_parameters"] = transport_parameters(session)
+        self.observed["protocol"] = session.negotiated_protocol
         seen_close: WebTransportSessionClosed | None = None
         if args.route == "push":
             self.spawn(self.push_all())
@@ -342,6 +353,7 @@ async def run_server(args: Options) -> None:
             cert_file=args.cert,
             key_file=args.key,
             configuration=configuration(args, is_client=False),
+            wt_supported_protocols=args.protocols,
         )
         if await sockets_open(server):
             break
@@ -452,6 +464,29 @@ async def scenario_closed_by_server(wt: WebTransportSession, args: Options) -> d
     return {"close": close_of(wt, seen)}
 
 
+async def scenario_restart(wt: WebTransportSession, args: Options) -> dict[str, Any]:
+    """Echo ``hello`` and report ``connected`` at once; then send a datagram every
+    :data:`TICK` seconds (the traffic a restarted server answers) until the session ends;
+    report how."""
+    small = await wt.create_stream(bidir=True)
+    await send_all(wt, small, b"hello", True)
+    echoed, _ = await read_stream(wt, small)
+    result({"connected": echoed == b"hello"})
+    seen: list[WebTransportSessionClosed] = []
+
+    async def watch() -> None:
+        async for event in wt.events():
+            if isinstance(event, WebTransportSessionClosed):
+                seen.append(event)
+
+    ended = asyncio.ensure_future(watch())
+    while not ended.done():
+        with contextlib.suppress(Exception):  # a send on a session that just ended
+            wt.send_datagram_frame(b"tick")
+        await asyncio.wait({ended}, timeout=TICK)
+    return {"closed": close_of(wt, seen[0] if seen else None)}
+
+
 async def scenario_codes(wt: WebTransportSession, args: Options) -> dict[str, Any]:
     """Reset one stream and stop another, each once the server has answered on it; then read
     the server's report of the codes it saw, on the unidirectional stream it opens."""
@@ -538,6 +573,7 @@ SCENARIOS = {
     "server_codes": scenario_server_codes,
     "many": scenario_many,
     "flow": scenario_flow,
+    "restart": scenario_restart,
 }
 
 
@@ -552,8 +588,11 @@ async def run_client(args: Options) -> None:
         configuration=configuration(args, is_client=True),
         verify_peer=bool(args.ca),
         ca_file=args.ca,
+        wt_available_protocols=args.protocols,
     ) as wt:
         outcome = await SCENARIOS[args.scenario](wt, args)
+        if args.protocols is not None:
+            outcome["protocol"] = wt.negotiated_protocol
     result(outcome)
 
 

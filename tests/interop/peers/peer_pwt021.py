@@ -15,6 +15,9 @@ prints ``READY <port>`` and serves the paths of ``peer_quinn.py`` (``/echo``, ``
 datagram echo on each (a datagram larger than 0.21.1 may send is counted in
 ``datagrams_not_echoed`` instead; with ``?reply=N`` each datagram is answered with one of N
 bytes, ``pattern(N, seed=N)``, listed in ``largest_sent``); anything else is rejected with 404.
+With ``--set protocols=a,b`` it accepts each session with its most preferred subprotocol
+that the client offered (``offered`` and ``protocol`` in the session's record); a client given
+``--set protocols=a,b`` offers them (``protocol`` in its ``RESULT``: what the server chose).
 Its ``RESULT`` lines have an ``event``: ``reset`` / ``stop`` (with ``code``) when the client's
 RESET_STREAM / STOP_SENDING is seen, ``pushed`` when ``/push`` is done, ``session`` when a
 session ends.
@@ -351,7 +354,14 @@ ROUTES: dict[str, Callable[[Served], None]] = {
 }
 
 
-async def serve_connection(connection: pwt.WebTransportConnection, tasks: Tasks) -> None:
+def protocol_list(value: Any) -> list[str]:
+    """The ``--set protocols=a,b`` option as a list (most preferred first)."""
+    return [name for name in str(value).split(",") if name]
+
+
+async def serve_connection(
+    connection: pwt.WebTransportConnection, tasks: Tasks, protocols: list[str]
+) -> None:
     with contextlib.suppress(pwt.WebTransportError):
         async for session in connection.incoming_sessions():
             path, query = url_options(session.path)
@@ -361,12 +371,18 @@ async def serve_connection(connection: pwt.WebTransportConnection, tasks: Tasks)
                 continue
             served = Served(session, path, query)
             served.watch.attach(connection)  # before the client can close it
-            await session.accept()
+            # The server's most preferred subprotocol that the client offered, if any.
+            offered = session.wt_available_protocols
+            chosen = next((name for name in protocols if name in (offered or [])), None)
+            served.record["offered"] = offered
+            served.record["protocol"] = chosen
+            await session.accept(wt_protocol=chosen)
             tasks.spawn(served.serve(route))
 
 
 async def serve(host: str, certfile: str, keyfile: str, options: dict[str, Any]) -> None:
-    config, _ = split_options(options)
+    config, own = split_options(options)
+    protocols = protocol_list(own.get("protocols", ""))
     server_config = pwt.ServerConfig(
         certfile=certfile, keyfile=keyfile, bind_host=host, bind_port=free_udp_port(host), **config
     )
@@ -376,7 +392,7 @@ async def serve(host: str, certfile: str, keyfile: str, options: dict[str, Any])
         note(f"limits {config}")
         ready(int(server.local_addresses[0][1]))
         async for connection in server.incoming_connections():
-            tasks.spawn(serve_connection(connection, tasks))
+            tasks.spawn(serve_connection(connection, tasks, protocols))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -577,6 +593,22 @@ async def scenario_receive_reset(
     return outcome
 
 
+async def scenario_restart(
+    session: pwt.WebTransportSession, options: dict[str, Any], watch: Watch
+) -> dict[str, Any]:
+    """Echo ``hello`` and report ``connected`` at once; then send a datagram every ``tick``
+    milliseconds (the traffic a restarted server answers) until the session ends; report how."""
+    connected = await echo_bidi_once(session, b"hello") == b"hello"
+    result({"connected": connected})
+    tick = int(options.get("tick", 50)) / 1000
+    closed = asyncio.ensure_future(watch.closed.wait())
+    while not closed.done():
+        with contextlib.suppress(pwt.WebTransportError):
+            await session.send_datagram(data=b"tick")
+        await asyncio.wait({closed}, timeout=tick)
+    return {"closed": watch.close}
+
+
 SCENARIOS: dict[
     str, Callable[[pwt.WebTransportSession, dict[str, Any], Watch], Awaitable[dict[str, Any]]]
 ] = {
@@ -589,6 +621,7 @@ SCENARIOS: dict[
     "await-close": scenario_await_close,
     "send-reset": scenario_send_reset,
     "receive-reset": scenario_receive_reset,
+    "restart": scenario_restart,
 }
 
 
@@ -609,12 +642,19 @@ class WatchedClient(pwt.WebTransportClient):
 async def client(url: str, cafile: str, name: str, options: dict[str, Any]) -> None:
     scenario = SCENARIOS[name]
     config, scenario_options = split_options(options)
+    offered = scenario_options.pop("protocols", None)
     client_config = pwt.ClientConfig(ca_certs=cafile, connect_timeout=10.0, **config)
     watch = Watch(None, lambda kind, code: None)
     async with WatchedClient(config=client_config, watch=watch) as endpoint:
-        session = await endpoint.connect(url=url, timeout=10.0)
+        session = await endpoint.connect(
+            url=url,
+            timeout=10.0,
+            wt_available_protocols=None if offered is None else protocol_list(offered),
+        )
         at_start = await diagnostics(session)
         outcome = await scenario(session, scenario_options, watch)
+        if offered is not None:
+            outcome["protocol"] = session.wt_protocol
         outcome["at_start"] = at_start
         outcome["at_end"] = await diagnostics(session)
         outcome["flow_events"] = dict(watch.counts)

@@ -483,6 +483,20 @@ async def scenario_receive_reset(session: wt.Session, options: dict[str, Any]) -
     return outcome
 
 
+async def scenario_restart(session: wt.Session, options: dict[str, Any]) -> dict[str, Any]:
+    """Echo ``hello`` and report ``connected`` at once; then send a datagram every ``tick``
+    milliseconds (the traffic a restarted server answers) until the session ends; report how."""
+    connected = await echo_bidi_once(session, b"hello") == b"hello"
+    result({"connected": connected})
+    tick = int(options.get("tick", 50)) / 1000
+    closed = asyncio.ensure_future(session.wait_closed())
+    while not closed.done():
+        with contextlib.suppress(wt.WebTransportError):
+            session.send_datagram(b"tick")
+        await asyncio.wait({closed}, timeout=tick)
+    return {"closed": close_info(session.close_reason)}
+
+
 SCENARIOS: dict[str, Callable[[wt.Session, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
     "bidi": scenario_bidi,
     "uni": scenario_uni,
@@ -493,6 +507,7 @@ SCENARIOS: dict[str, Callable[[wt.Session, dict[str, Any]], Awaitable[dict[str, 
     "await-close": scenario_await_close,
     "send-reset": scenario_send_reset,
     "receive-reset": scenario_receive_reset,
+    "restart": scenario_restart,
 }
 
 
@@ -502,7 +517,8 @@ async def client(url: str, cert_hash: str, name: str, options: dict[str, Any]) -
         session = await endpoint.connect(url)
         note(f"connected, max_datagram_size {session.max_datagram_size}")
         outcome = await scenario(session, options)
-        session.close(0, "")
+        with contextlib.suppress(wt.WebTransportError):  # already closed after "restart"
+            session.close(0, "")
     result({"role": "client", "scenario": name, **outcome})
 
 
