@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
 # Make .venv at the repository root ready: create it with Python >= 3.11 when it is missing or
-# broken, and `pip install -e '.[dev]'` whenever pyproject.toml changed since the last install.
-# Idempotent and quick when nothing changed. Messages go to stderr, so that callers can `exec`
-# a program after it and keep that program's stdout clean.
+# broken, and install the project into it whenever pyproject.toml changed since the last install.
+#
+#   bootstrap.sh runtime   the package and its dependencies (pip install -e .): what serve needs
+#   bootstrap.sh [dev]     the package with its dev extra (pip install -e '.[dev]'): the tests
+#
+# The stamp records the mode of the last install: a dev install also satisfies runtime, a runtime
+# install does not satisfy dev. Idempotent and quick when nothing changed. Messages go to stderr,
+# so that callers can `exec` a program after it and keep that program's stdout clean.
 set -euo pipefail
+
+mode="${1:-dev}"
+case "$mode" in
+    runtime) spec="." ;;
+    dev) spec=".[dev]" ;;
+    *) echo "usage: bootstrap.sh [runtime|dev]" >&2; exit 2 ;;
+esac
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -78,8 +90,13 @@ print(digest.hexdigest())
 EOF
 }
 
+# True when the last install was of mode $1 (or dev, which covers runtime) with fingerprint $2
+# and the package is there. The stamp holds "<mode> <fingerprint>".
 installed() {
-    [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$1" ] \
+    local recorded
+    [ -f "$stamp" ] || return 1
+    recorded="$(cat "$stamp")"
+    { [ "$recorded" = "$1 $2" ] || [ "$recorded" = "dev $2" ]; } \
         && "$venv/bin/python" -c 'import importlib.metadata as m; m.version("pywebtransport")' \
             >/dev/null 2>&1
 }
@@ -89,8 +106,9 @@ if ! is_usable_python "$venv/bin/python"; then
 fi
 
 fingerprint="$(install_fingerprint)"
-if ! installed "$fingerprint"; then
-    say "installing the project and its dev tools into .venv (pip install -e '.[dev]')"
-    "$venv/bin/python" -m pip install --disable-pip-version-check --quiet -e '.[dev]' >&2
-    echo "$fingerprint" >"$stamp"
+if ! installed "$mode" "$fingerprint"; then
+    say "installing the project ($mode) into .venv (pip install -e '$spec')"
+    rm -f "$stamp"
+    "$venv/bin/python" -m pip install --disable-pip-version-check --quiet -e "$spec" >&2
+    echo "$mode $fingerprint" >"$stamp"
 fi

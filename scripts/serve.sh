@@ -7,5 +7,5 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-bash scripts/bootstrap.sh
+bash scripts/bootstrap.sh runtime
 exec "$root/.venv/bin/pywebtransport" serve "$@"

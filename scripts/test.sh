@@ -7,7 +7,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-bash scripts/bootstrap.sh
+bash scripts/bootstrap.sh dev
 bin="$root/.venv/bin"
 
 failed=()

@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import sys
+import tomllib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,13 +62,16 @@ class Served:
                     return line
 
 
-async def start_serve(tmp_path: Path, *extra: str, timeout: float | None = None) -> Served:
+async def start_serve(
+    tmp_path: Path, *extra: str, timeout: float | None = None, global_options: tuple[str, ...] = ()
+) -> Served:
     """Start ``pywebtransport serve`` on free ports (plus ``extra`` options); wait for READY."""
     stderr = (tmp_path / "serve.stderr").open("wb")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "pywebtransport",
+        *global_options,
         "serve",
         "--port",
         "0",
@@ -345,6 +349,17 @@ def test_serve_needs_cert_and_key_together(capsys: pytest.CaptureFixture[str]) -
     assert "--cert and --key go together" in capsys.readouterr().err
 
 
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"pywebtransport {pywebtransport.__version__}\n"
+    # The version the package reports is the one it is built with.
+    pyproject = Path(SRC_DIR).parent / "pyproject.toml"
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    assert project["version"] == pywebtransport.__version__
+
+
 def test_cert_generate_writes_files_and_prints_hash(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -387,3 +402,57 @@ async def test_module_entry_point_shows_help() -> None:
     code, out, err = await run_cli("--help")
     assert code == 0, err
     assert "serve" in out and "connect" in out and "cert" in out
+
+
+async def test_a_closed_stdout_ends_the_command_quietly(tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line, as with ``| head -0``
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "pywebtransport",
+            "cert",
+            "generate",
+            "--out-dir",
+            str(tmp_path),
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+            env=cli_env(),
+        )
+    finally:
+        os.close(write_end)
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            _, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 141
+    assert err.decode() == ""  # no traceback, no "Exception ignored" at exit
+
+
+async def test_workers_write_the_access_log_with_verbose(tmp_path: Path) -> None:
+    from pywebtransport import ClientConfig, WebTransportClient
+
+    served = await start_serve(tmp_path, "--workers", "2", global_options=("-v",))
+    try:
+        config = ClientConfig(server_certificate_hashes=[served.hash_hex], connect_timeout=TIMEOUT)
+        async with asyncio.timeout(TIMEOUT), WebTransportClient(config=config) as client:
+            session = await client.connect(f"https://127.0.0.1:{served.udp_port}/echo")
+            stream = await session.create_bidirectional_stream()
+            await stream.write_all(b"logged")
+            assert await stream.read_all() == b"logged"
+            await session.close()
+        served.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(TIMEOUT):
+            assert await served.process.wait() == 0
+    finally:
+        if served.process.returncode is None:
+            served.process.kill()
+            await served.process.wait()
+    log = (tmp_path / "serve.stderr").read_text()
+    access = [line for line in log.splitlines() if "pywebtransport.access" in line]
+    assert len(access) == 1, log
+    assert '"/echo" 200' in access[0] and "sent=6 received=6" in access[0]

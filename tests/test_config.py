@@ -113,3 +113,70 @@ def test_create_from_dict_to_dict_update_copy() -> None:
     assert info.value.field == "no_such_setting"
     with pytest.raises(ConfigurationError):
         config.update(connect_timeout=-1)
+
+
+def _pem_pair() -> tuple[bytes, bytes]:
+    from pywebtransport.server.certificate import generate_self_signed_certificate
+
+    bundle = generate_self_signed_certificate()
+    return bundle.cert_pem, bundle.key_pem
+
+
+@pytest.mark.parametrize("as_text", [True, False])
+def test_pem_content_given_as_a_path_is_refused_with_a_hint(as_text: bool) -> None:
+    cert_pem, key_pem = _pem_pair()
+    certfile: object = cert_pem.decode() if as_text else cert_pem
+    keyfile: object = key_pem.decode() if as_text else key_pem
+    with pytest.raises(ConfigurationError) as raised:
+        ServerConfig(certfile=certfile, keyfile=keyfile)  # type: ignore[arg-type]
+    assert raised.value.field == "certfile"
+    message = str(raised.value)
+    assert "not PEM content" in message and "certificate=" in message
+    with pytest.raises(ConfigurationError, match="not PEM content"):
+        ClientConfig(certfile="cert.pem", keyfile=key_pem.decode())
+
+
+def test_an_in_memory_certificate_is_accepted_instead_of_files() -> None:
+    from pywebtransport.server.certificate import CertificateBundle
+
+    cert_pem, key_pem = _pem_pair()
+    bundle = CertificateBundle.from_pem(cert_pem.decode(), key_pem)
+    config = ServerConfig(certificate=bundle)
+    assert config.certificate is bundle and config.certfile is None
+    assert config.copy().certificate == bundle
+    with pytest.raises(ConfigurationError, match="not both") as raised:
+        ServerConfig(certificate=bundle, certfile="c.pem", keyfile="k.pem")
+    assert raised.value.field == "certificate"
+    with pytest.raises(ConfigurationError, match="CertificateBundle"):
+        ServerConfig(certificate=cert_pem)  # type: ignore[arg-type]
+    other_cert, _ = _pem_pair()
+    with pytest.raises(ValueError, match="does not match"):
+        CertificateBundle.from_pem(other_cert, key_pem)
+
+
+def test_certificate_hashes_accept_hex_text() -> None:
+    digest = bytes(range(32))
+    config = ClientConfig(
+        server_certificate_hashes=[digest.hex(), ":".join(f"{b:02X}" for b in digest), digest]
+    )
+    assert config.server_certificate_hashes == [digest, digest, digest]
+    assert ClientConfig(server_certificate_hashes=[digest.hex()]).to_dict()[
+        "server_certificate_hashes"
+    ] == [digest]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (["abc"], "64 hex digits"),
+        (["zz" * 32], "64 hex digits"),
+        (["0:" * 31 + "0"], "64 hex digits"),
+        ([b"short"], "32 bytes, or 64 hex digits"),
+        ([42], "32 bytes, or 64 hex digits"),
+        ("00" * 32, "a list of SHA-256 digests"),
+    ],
+)
+def test_bad_certificate_hashes_say_what_is_expected(value: object, problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=problem) as raised:
+        ClientConfig(server_certificate_hashes=value)  # type: ignore[arg-type]
+    assert raised.value.field == "server_certificate_hashes"

@@ -18,7 +18,7 @@ CONTRACT: dict[str, dict[str, list[tuple[str, Any]]]] = {
     "WebTransportClient": {
         "__init__": [("config", KW)],
         "create": [("url", KW), ("config", KW)],
-        "connect": [("url", KW), ("timeout", KW), ("headers", KW)],
+        "connect": [("url", POS), ("timeout", KW), ("headers", KW)],
         "close": [],
         "set_default_headers": [("headers", KW)],
         "debug_state": [],
@@ -27,13 +27,13 @@ CONTRACT: dict[str, dict[str, list[tuple[str, Any]]]] = {
     "ClientPool": {
         "__init__": [("configs", KW)],
         "get_client": [],
-        "connect_all": [("url", KW)],
+        "connect_all": [("url", POS)],
         "close_all": [],
         "get_client_count": [],
     },
     "PooledClient": {
         "__init__": [("config", KW), ("pool_size", KW), ("cleanup_interval", KW)],
-        "get_session": [("url", KW)],
+        "get_session": [("url", POS)],
         "return_session": [("session", KW)],
         "close": [],
     },
@@ -45,7 +45,7 @@ CONTRACT: dict[str, dict[str, list[tuple[str, Any]]]] = {
     },
     "WebTransportBrowser": {
         "__init__": [("config", KW)],
-        "navigate": [("url", KW)],
+        "navigate": [("url", POS)],
         "back": [],
         "forward": [],
         "refresh": [],

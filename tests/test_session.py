@@ -96,6 +96,27 @@ async def test_server_close_reaches_client_with_code_and_reason(
             await session.create_bidirectional_stream()
 
 
+async def test_a_closed_session_error_reads_as_a_sentence(
+    server: WebTransportServer, client_config: ClientConfig
+) -> None:
+    async with asyncio.timeout(T), WebTransportClient(config=client_config) as client:
+        session = await client.connect(url(server, "/close"))
+        await session.wait_closed()
+        with pytest.raises(SessionError) as raised:
+            await session.create_bidirectional_stream()
+        sid = session.session_id
+        expected = f"session {sid} was closed by the peer with code 4321: server bye"
+        assert str(raised.value) == expected
+        assert raised.value.error_code == 4321
+        assert raised.value.message == str(raised.value)
+        mine = await client.connect(url(server))
+        await mine.close()
+        with pytest.raises(SessionError) as raised:
+            await mine.datagrams.send(b"late")
+        assert str(raised.value) == f"session {mine.session_id} was closed locally with code 0"
+        assert raised.value.error_code == 0
+
+
 async def test_client_close_reaches_server_handler(
     server: WebTransportServer, client_config: ClientConfig
 ) -> None:

@@ -117,3 +117,22 @@ async def test_a_writer_out_of_session_credit_sends_data_blocked(
         assert not writer.done() and stream.bytes_written == 1000
         writer.cancel()
         assert received == [(CapsuleType.WT_DATA_BLOCKED, encode_varint(1000))]
+
+
+async def test_text_given_where_bytes_go_says_to_encode_it(
+    server: WebTransportServer, client_config: ClientConfig
+) -> None:
+    async with asyncio.timeout(4 * T), WebTransportClient(config=client_config) as client:
+        session = await client.connect(url(server, "/echo"))
+        stream = await session.create_bidirectional_stream()
+        with pytest.raises(TypeError, match=r"write\(\) takes bytes, not str: encode"):
+            await stream.write("text")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"write\(\) takes bytes, not str"):
+            await stream.write_all("text")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"send\(\) takes bytes, not str: encode"):
+            await session.datagrams.send("text")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"takes bytes .*not int"):
+            await stream.write(3)  # type: ignore[arg-type]
+        assert stream.bytes_written == 0 and session.datagrams.stats["sent"] == 0
+        await stream.write_all(bytearray(b"still") + memoryview(b" usable"))
+        assert await stream.read_all() == b"still usable"

@@ -44,6 +44,7 @@ from pywebtransport import (
     WebTransportServer,
     WebTransportSession,
     WebTransportStream,
+    __version__,
 )
 from pywebtransport import exceptions as errors
 from pywebtransport._engine import ENGINES
@@ -70,6 +71,7 @@ EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
 EXIT_REJECTED = 4
 EXIT_CERTIFICATE = 5
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool its pipe reader left
 
 ECHO_PATH = "/echo"
 CHAT_PATH = "/chat"
@@ -90,6 +92,9 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="pywebtransport", description="WebTransport over HTTP/3: demo server and client."
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the echo server and the browser demo page")
@@ -179,8 +184,21 @@ def main(argv: list[str] | None = None) -> int:
         argv: Arguments without the program name (default ``sys.argv[1:]``).
 
     Returns:
-        0 on success; 1 failure, 2 usage, 3 timeout, 4 session rejected, 5 certificate problem.
+        0 on success; 1 failure, 2 usage, 3 timeout, 4 session rejected, 5 certificate problem,
+        141 when stdout was closed by its reader (a pipe to ``head``).
     """
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader of stdout went away (``| head -1``): stop quietly, like other tools. Output
+        # still buffered would fail again at exit, so stdout now points to /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO

@@ -5,12 +5,28 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import ssl
+import string
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from . import constants as c
 from .exceptions import ConfigurationError
 from .protocol.subprotocol import is_valid_protocol
+
+
+class PemCertificate(Protocol):
+    """A certificate (chain) and its private key in memory, PEM encoded.
+
+    :class:`~pywebtransport.server.certificate.CertificateBundle` is one.
+    """
+
+    @property
+    def cert_pem(self) -> bytes:
+        """The certificate chain, PEM (the server's own certificate first)."""
+
+    @property
+    def key_pem(self) -> bytes:
+        """The unencrypted private key, PEM."""
 
 
 class _ConfigBase:
@@ -91,6 +107,65 @@ def _check_receive_limits(obj: ClientConfig | ServerConfig) -> None:
         )
 
 
+def _check_paths(obj: ClientConfig | ServerConfig) -> None:
+    """certfile / keyfile are file names: PEM text given there is refused with a hint."""
+    for name in ("certfile", "keyfile"):
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        text = value.decode("latin-1") if isinstance(value, bytes) else value
+        if not isinstance(text, str):
+            raise ConfigurationError(f"{name} must be a file path, got {value!r}", field=name)
+        if "-----BEGIN" in text or "\n" in text:
+            hint = (
+                " or pass the certificate itself as ServerConfig(certificate=...)"
+                if isinstance(obj, ServerConfig)
+                else ""
+            )
+            raise ConfigurationError(
+                f"{name} takes the path of a PEM file, not PEM content: write the PEM to a "
+                f"file and pass its path{hint}",
+                field=name,
+            )
+    if (obj.certfile is None) != (obj.keyfile is None):
+        raise ConfigurationError("certfile and keyfile go together", field="certfile")
+
+
+def _hex_digest(text: str) -> bytes | None:
+    """A SHA-256 digest written as 64 hex digits, or 32 ``:``-separated pairs; else None."""
+    groups = text.strip().split(":")
+    if len(groups) > 1 and any(len(group) != 2 for group in groups):
+        return None
+    digits = "".join(groups)
+    if len(digits) != 64 or any(char not in string.hexdigits for char in digits):
+        return None
+    return bytes.fromhex(digits)
+
+
+def _certificate_hashes(values: object) -> list[bytes | str]:
+    """``server_certificate_hashes`` as 32-byte digests (hex text is parsed)."""
+    field_name = "server_certificate_hashes"
+    if isinstance(values, str | bytes) or not isinstance(values, list | tuple):
+        raise ConfigurationError(
+            f"{field_name} is a list of SHA-256 digests, got {values!r}", field=field_name
+        )
+    digests: list[bytes | str] = []
+    for value in values:
+        if isinstance(value, bytes | bytearray) and len(value) == 32:
+            digests.append(bytes(value))
+            continue
+        digest = _hex_digest(value) if isinstance(value, str) else None
+        if digest is not None:
+            digests.append(digest)
+            continue
+        raise ConfigurationError(
+            f"{field_name} holds SHA-256 digests: 32 bytes, or 64 hex digits (colons allowed), "
+            f"got {value!r}",
+            field=field_name,
+        )
+    return digests
+
+
 def _check_engine(value: object) -> None:
     if value not in ("aioquic", "qh3"):
         raise ConfigurationError(f"engine is 'aioquic' or 'qh3', got {value!r}", field="engine")
@@ -123,7 +198,9 @@ class ClientConfig(_ConfigBase):
         verify_mode: TLS verification (``ssl.CERT_REQUIRED`` by default).
         ca_certs: a PEM file of trusted CAs; when set, only these are trusted (when None,
             the CA bundle aioquic ships, from certifi).
-        server_certificate_hashes: SHA-256 digests of accepted server certificates; when given,
+        server_certificate_hashes: SHA-256 digests of accepted server certificates (32 bytes,
+            or hex text as the CLI prints it: 64 hex digits, ``:`` between bytes allowed;
+            stored as bytes); when given,
             the certificate is accepted if and only if its hash is listed (like the browser's
             ``serverCertificateHashes``).
         headers: headers sent with every CONNECT.
@@ -161,7 +238,7 @@ class ClientConfig(_ConfigBase):
     idle_timeout: float = c.DEFAULT_IDLE_TIMEOUT
     verify_mode: ssl.VerifyMode = ssl.CERT_REQUIRED
     ca_certs: str | None = None
-    server_certificate_hashes: list[bytes] = field(default_factory=list)
+    server_certificate_hashes: list[bytes | str] = field(default_factory=list)
     certfile: str | None = None
     keyfile: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -203,14 +280,8 @@ class ClientConfig(_ConfigBase):
         _check_protocols(self.protocols)
         if self.retry_backoff < 1.0:
             raise ConfigurationError("retry_backoff must be >= 1.0", field="retry_backoff")
-        for digest in self.server_certificate_hashes:
-            if not isinstance(digest, bytes) or len(digest) != 32:
-                raise ConfigurationError(
-                    "server_certificate_hashes holds 32-byte SHA-256 digests",
-                    field="server_certificate_hashes",
-                )
-        if (self.certfile is None) != (self.keyfile is None):
-            raise ConfigurationError("certfile and keyfile go together", field="certfile")
+        self.server_certificate_hashes = _certificate_hashes(self.server_certificate_hashes)
+        _check_paths(self)
         if self.congestion_control not in ("reno", "cubic"):
             raise ConfigurationError(
                 "congestion_control is 'reno' or 'cubic'", field="congestion_control"
@@ -230,7 +301,11 @@ class ServerConfig(_ConfigBase):
 
     Attributes:
         host, port: where to listen (``port=0`` picks a free port).
-        certfile, keyfile: the TLS certificate chain and key (PEM).
+        certfile, keyfile: paths of the TLS certificate chain and key files (PEM); PEM
+            content given here is refused (write it to files, or use ``certificate``).
+        certificate: the certificate and key in memory, instead of ``certfile`` and
+            ``keyfile`` (a :class:`~pywebtransport.server.certificate.CertificateBundle`, as
+            ``generate_self_signed_certificate()`` or ``CertificateBundle.from_pem()`` make).
         idle_timeout: QUIC idle timeout.
         max_datagram_size: UDP payload size of the packets we send first (1200 fits every path).
         max_path_datagram_size: the largest UDP payload path MTU discovery may raise our packets
@@ -285,6 +360,7 @@ class ServerConfig(_ConfigBase):
     port: int = c.DEFAULT_PORT
     certfile: str | None = None
     keyfile: str | None = None
+    certificate: PemCertificate | None = None
     idle_timeout: float = c.DEFAULT_IDLE_TIMEOUT
     max_datagram_size: int = c.DEFAULT_MAX_UDP_PAYLOAD
     max_path_datagram_size: int = c.DEFAULT_MAX_PATH_UDP_PAYLOAD
@@ -363,8 +439,21 @@ class ServerConfig(_ConfigBase):
         _check_receive_limits(self)
         if not 0 <= self.port <= 65535:
             raise ConfigurationError(f"port {self.port} is out of range", field="port")
-        if (self.certfile is None) != (self.keyfile is None):
-            raise ConfigurationError("certfile and keyfile go together", field="certfile")
+        _check_paths(self)
+        if self.certificate is not None:
+            if not isinstance(getattr(self.certificate, "cert_pem", None), bytes) or not isinstance(
+                getattr(self.certificate, "key_pem", None), bytes
+            ):
+                raise ConfigurationError(
+                    "certificate is a CertificateBundle (pywebtransport.server.certificate) or "
+                    f"another object with cert_pem and key_pem bytes, got {self.certificate!r}",
+                    field="certificate",
+                )
+            if self.certfile is not None:
+                raise ConfigurationError(
+                    "give either certificate or certfile and keyfile, not both",
+                    field="certificate",
+                )
         if self.congestion_control not in ("reno", "cubic"):
             raise ConfigurationError(
                 "congestion_control is 'reno' or 'cubic'", field="congestion_control"

@@ -242,6 +242,7 @@ class WebTransportConnection:
         may send it at most three times the bytes it received (RFC 9000 section 8.1), and a
         silent or spoofed client has had all of that in retransmissions by then; a
         CONNECTION_CLOSE would go over. The peer times out as it would for any lost server.
+        A server that closed its socket ends its connections this way too, after their close.
         """
         self._terminate(errors.ConnectionError(f"connection abandoned: {reason}"), silent=True)
 
@@ -293,7 +294,7 @@ class WebTransportConnection:
         elif isinstance(event, ev.SessionClosed):
             session = self._sessions.get(event.session_id)
             if session is not None:
-                session._on_closed(event.code, event.reason)
+                session._on_closed(event.code, event.reason, by_peer=event.by_peer)
         elif isinstance(event, ev.SessionRejected):
             session = self._sessions.get(event.session_id)
             if session is not None:

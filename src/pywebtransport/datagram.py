@@ -13,6 +13,7 @@ from . import exceptions as errors
 from .events import EventType
 from .exceptions import DatagramError, SessionError, WebTransportError
 from .protocol import DatagramTooLarge, ProtocolUsageError
+from .stream import payload_bytes
 
 if TYPE_CHECKING:
     from .session import WebTransportSession
@@ -72,7 +73,7 @@ class WebTransportDatagramTransport:
             DatagramError: larger than :attr:`max_datagram_size`, or no datagram support.
             SessionError: the session is closed.
         """
-        payload = data if type(data) is bytes else bytes(data)
+        payload = payload_bytes(data, "send()")
         if self._closed_error is not None:
             raise self._closed_error
         try:

@@ -35,8 +35,11 @@ class WebTransportError(Exception):
         self.message = message
         self.error_code = error_code
 
+    #: True when ``message`` already states ``error_code`` (then it is not appended again).
+    _code_in_message = False
+
     def __str__(self) -> str:
-        if self.error_code is None:
+        if self.error_code is None or self._code_in_message:
             return self.message
         return f"{self.message} (code {self.error_code:#x})"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,7 @@ from .events import EventEmitter, EventType
 from .exceptions import FlowControlError, SessionError, StreamError
 from .protocol import CreditExhausted, ProtocolUsageError
 from .protocol.subprotocol import PROTOCOL, chosen_protocol, encode_protocol
+from .protocol.wire import H3ErrorCode
 from .stream import AnyStream, WebTransportReceiveStream, WebTransportSendStream, WebTransportStream
 
 if TYPE_CHECKING:
@@ -58,6 +59,17 @@ class SessionStats:
     bytes_received: int = 0
 
 
+def _closed_error(session_id: int, code: int, reason: str, by_peer: bool | None) -> SessionError:
+    """The error of a closed session, in words: who closed it (when known), the code, why."""
+    who = {True: " by the peer", False: " locally", None: ""}[by_peer]
+    message = f"session {session_id} was closed{who} with code {code}"
+    if reason:
+        message += f": {reason}"
+    error = SessionError(message, error_code=code)
+    error._code_in_message = True
+    return error
+
+
 class WebTransportSession(EventEmitter):
     """One WebTransport session: streams, datagrams and its close.
 
@@ -78,8 +90,10 @@ class WebTransportSession(EventEmitter):
         remote_address: Any,
         protocol: str | None = None,
         offered_protocols: Sequence[str] = (),
+        authority: str = "",
     ) -> None:
         super().__init__()
+        self._authority = authority
         self._conn = conn
         self._session_id = session_id
         self._path = path
@@ -99,6 +113,8 @@ class WebTransportSession(EventEmitter):
         self._closed = conn.loop.create_future()
         self._datagrams: WebTransportDatagramTransport | None = None
         self._stats = SessionStats(created_at=time.monotonic())
+        self._response_status = 200  # server: what accept_session answers (set_response)
+        self._response_headers: list[tuple[str, str]] = []
         self.path_params: dict[str, str] = {}
 
     # ----------------------------------------------------------------------------- properties
@@ -117,6 +133,11 @@ class WebTransportSession(EventEmitter):
     def headers(self) -> dict[str, str]:
         """Request headers (server) or response headers (client); later duplicates win."""
         return dict(self._headers)
+
+    @property
+    def authority(self) -> str:
+        """The request's ``:authority`` (``host[:port]``), which ``headers`` leaves out."""
+        return self._authority
 
     @property
     def state(self) -> SessionState:
@@ -216,22 +237,27 @@ class WebTransportSession(EventEmitter):
             self._set_state(SessionState.DRAINING)
             self.emit(EventType.SESSION_DRAINING, {"session_id": self._session_id})
 
-    def _on_closed(self, code: int, reason: str, exc: Exception | None = None) -> None:
-        """The session ended (either side, or the connection): wake everything."""
+    def _on_closed(
+        self, code: int, reason: str, exc: Exception | None = None, *, by_peer: bool | None = None
+    ) -> None:
+        """The session ended (either side, or the connection): wake everything.
+
+        ``by_peer`` says who closed it, when known (it only words the error message).
+        """
         if self._state is SessionState.CLOSED:
             return
         self._set_state(SessionState.CLOSED)
         self._close_code = code
         self._close_reason = reason
         self._stats.closed_at = time.monotonic()
-        error = exc or SessionError(
-            f"session {self._session_id} closed ({code}: {reason})", error_code=code
-        )
+        error = exc or _closed_error(self._session_id, code, reason, by_peer)
         self._closed_error = error
         streams = list(self._streams.values())
         self._streams.clear()
         for stream in streams:
-            stream._fail(StreamError(f"stream {stream.stream_id}: {error}", error_code=code))
+            stream_error = StreamError(f"stream {stream.stream_id}: {error}", error_code=code)
+            stream_error._code_in_message = exc is None  # the session's message states it
+            stream._fail(stream_error)
             stream._emit_closed()
         if self._datagrams is not None:
             self._datagrams._fail(error)
@@ -283,6 +309,48 @@ class WebTransportSession(EventEmitter):
         self._on_draining()
         self._conn.schedule_transmit()
 
+    def set_response(
+        self, *, status: int = 200, headers: Sequence[tuple[str, str]] | Mapping[str, str] = ()
+    ) -> None:
+        """Server: the status (2xx) and extra headers the session will be accepted with.
+
+        For middleware, before the server accepts the session; a later call replaces an
+        earlier one. A ``wt-protocol`` header replaces the one of the chosen subprotocol, and
+        ``protocol`` follows it when it parses as a String.
+
+        Raises:
+            ValueError: ``status`` is not within 200..299, or a header name is empty, has
+                upper-case letters or is a pseudo-header (``:status``).
+            SessionError: a client session, or one that was already answered.
+        """
+        if self._conn.is_client or self._state is not SessionState.CONNECTING:
+            raise SessionError(f"session {self._session_id}: the response is no longer open")
+        if not 200 <= status < 300:
+            raise ValueError(f"{status} is not a success status (200..299)")
+        items = list(headers.items() if isinstance(headers, Mapping) else headers)
+        for name, _ in items:
+            if not name or name != name.lower() or name.startswith(":"):
+                raise ValueError(f"invalid response header name {name!r}")
+        self._response_status = status
+        self._response_headers = items
+        chosen = chosen_protocol([(k.encode("latin-1"), v.encode("latin-1")) for k, v in items])
+        if chosen is not None:
+            self._protocol = chosen
+
+    def close_connection(self, *, code: int = H3ErrorCode.H3_NO_ERROR, reason: str = "") -> None:
+        """Close the QUIC connection the session runs on (CONNECTION_CLOSE).
+
+        Every session of that connection ends with it, this one included. ``code`` is the
+        HTTP/3 application error code (H3_NO_ERROR, 0x100, by default). Does nothing once the
+        connection has ended.
+
+        Raises:
+            ValueError: ``code`` is outside 0..2**62-1 (nothing changes).
+        """
+        if not 0 <= code < 1 << 62:
+            raise ValueError(f"connection close code out of range: {code}")
+        self._conn.close(code=code, reason=reason)
+
     async def close(self, *, code: int = 0, reason: str = "") -> None:
         """Close the session (close capsule and FIN). Idempotent.
 
@@ -304,7 +372,7 @@ class WebTransportSession(EventEmitter):
         except ProtocolUsageError as exc:
             raise SessionError(str(exc)) from None
         self._conn.flush_events()
-        self._on_closed(code, reason)
+        self._on_closed(code, reason, by_peer=False)
         self._conn.schedule_transmit()
 
     async def __aenter__(self) -> WebTransportSession:
@@ -456,19 +524,26 @@ class WebTransportSession(EventEmitter):
                 raise
 
 
-def accept_session(session: WebTransportSession, *, headers: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
-    """Server: answer the session's CONNECT with 200 (used by the server layer)."""
+def accept_session(session: WebTransportSession, *, headers: list[tuple[str, str]] = ()) -> int:  # type: ignore[assignment]
+    """Server: answer the session's CONNECT with a 2xx (used by the server layer).
+
+    The status and any extra headers are those of :meth:`WebTransportSession.set_response`
+    (200 and none by default), after ``headers``. Returns the status sent.
+    """
     conn = session._conn
-    section = [(k.encode(), v.encode()) for k, v in headers]
+    section = [(k.encode(), v.encode()) for k, v in [*headers, *session._response_headers]]
     if session._protocol is not None and not any(k == PROTOCOL for k, _ in section):
         section.append((PROTOCOL, encode_protocol(session._protocol)))
     try:
-        conn.protocol.accept_session(session.session_id, headers=section)
+        conn.protocol.accept_session(
+            session.session_id, status=session._response_status, headers=section
+        )
     except ProtocolUsageError as exc:
         raise SessionError(f"cannot accept: {exc}") from None
     session._on_ready()
     conn.flush_events()
     conn.schedule_transmit()
+    return session._response_status
 
 
 def reject_session(session: WebTransportSession, *, status: int) -> None:

@@ -26,6 +26,21 @@ if TYPE_CHECKING:
     from .session import WebTransportSession
 
 
+def payload_bytes(data: object, method: str) -> bytes:
+    """``data`` (bytes, bytearray or memoryview) as bytes for ``method``; TypeError otherwise.
+
+    A str is refused with a hint to encode it (``bytes(text)`` would need an encoding), and
+    an int too (``bytes(n)`` would silently make ``n`` zero bytes).
+    """
+    if type(data) is bytes:
+        return data
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    if isinstance(data, str):
+        raise TypeError(f"{method} takes bytes, not str: encode the text first (text.encode())")
+    raise TypeError(f"{method} takes bytes (or bytearray / memoryview), not {type(data).__name__}")
+
+
 class _StreamBase(EventEmitter):
     """What both stream directions share: identity and the session/connection they live in.
 
@@ -409,7 +424,7 @@ class WebTransportSendStream(_StreamBase):
         """
         self._check_writable()
         protocol = self._conn.protocol
-        view = data if isinstance(data, bytes) else bytes(data)
+        view = payload_bytes(data, "write()")
         while True:
             if view:
                 capacity = protocol.send_capacity(self._stream_id)

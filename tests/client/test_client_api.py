@@ -85,3 +85,14 @@ async def test_stats_invariants_and_diagnostics(
         state = client.debug_state()
         assert json.loads(json.dumps(state))["stats"]["connections_failed"] == 4
     assert "client is closed" in client.diagnose_issues()
+
+
+async def test_connect_takes_the_url_by_position_or_keyword(
+    server: WebTransportServer, client_config: ClientConfig
+) -> None:
+    async with asyncio.timeout(T), WebTransportClient(config=client_config) as client:
+        by_position = await client.connect(url(server), timeout=T)
+        by_keyword = await client.connect(url=url(server))
+        assert by_position.is_ready and by_keyword.is_ready
+        with pytest.raises(TypeError):
+            await client.connect(url(server), T)  # type: ignore[call-arg]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -104,6 +105,19 @@ async def test_connect_all_with_every_client_failing_returns_empty(
     async with asyncio.timeout(T), ClientPool(configs=configs) as pool:
         assert await pool.connect_all(url=url(server)) == []
         assert await pool.connect_all(url=url(server, "/missing")) == []
+
+
+async def test_connect_all_failures_are_warnings_naming_url_and_error(
+    server: WebTransportServer, cert: CertBundle, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = url(server, "/missing")
+    async with asyncio.timeout(T), ClientPool(configs=[good(cert)]) as pool:
+        with caplog.at_level(logging.WARNING, logger="pywebtransport.client.pool"):
+            assert await pool.connect_all(target) == []  # the URL by position
+    (record,) = [r for r in caplog.records if r.name == "pywebtransport.client.pool"]
+    assert record.levelno == logging.WARNING
+    assert target in record.getMessage() and "HandshakeError" in record.getMessage()
+    assert "404" in record.getMessage()
 
 
 async def test_close_all_closes_every_client_and_session(

@@ -203,6 +203,23 @@ def test_session_open_speaks_draft15(tmp_path: Path) -> None:
     exchange_on_new_stream(pair, "client", sid, b"works")
 
 
+def test_a_session_can_be_accepted_with_any_success_status(tmp_path: Path) -> None:
+    pair = Pair(tmp_path)
+    pair.roundtrip()
+    sid = pair.client.open_session(authority=AUTHORITY, path="/")
+    pair.roundtrip()
+    assert len(pair.take("server", ev.SessionRequested)) == 1
+    for status in (199, 300, 404):  # not a success: refused, and the request stays pending
+        with pytest.raises(ProtocolUsageError):
+            pair.server.accept_session(sid, status=status)
+    pair.server.accept_session(sid, status=203, headers=[(b"set-cookie", b"id=1")])
+    pair.roundtrip()
+    assert pair.take("client", ev.SessionEstablished) == [
+        ev.SessionEstablished(sid, [(b"set-cookie", b"id=1")])
+    ]
+    exchange_on_new_stream(pair, "client", sid, b"works")
+
+
 def test_open_session_before_settings_is_a_usage_error(tmp_path: Path) -> None:
     pair = Pair(tmp_path)
     with pytest.raises(ProtocolUsageError):

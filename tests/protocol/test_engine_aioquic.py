@@ -265,3 +265,22 @@ def test_the_peers_max_udp_payload_size_caps_the_search(tmp_path: Path) -> None:
     assert pair.client.engine.max_udp_payload() == 1452
     assert pair.largest_sent == {"client": 1452, "server": 1300}
     assert not pair.dropped_sizes
+
+
+def test_canary_aioquic_logs_through_a_per_connection_adapter(tmp_path: Path) -> None:
+    import logging
+
+    from aioquic.quic.connection import QuicConnectionAdapter
+
+    from pywebtransport.protocol.engine_aioquic import _EngineLog
+
+    pair = Pair(tmp_path)
+    pair.open_session()
+    for core in (pair.client, pair.server):
+        quic = core.engine._quic  # type: ignore[attr-defined]
+        # aioquic's own adapter (on its "quic" logger) was there to be replaced by ours.
+        assert isinstance(quic._logger, _EngineLog)
+        assert isinstance(quic._logger, QuicConnectionAdapter)
+        assert quic._logger.logger is logging.getLogger("pywebtransport.engine.aioquic")
+        assert quic._logger.extra and "id" in quic._logger.extra
+        assert quic.tls._Context__logger is quic._logger  # the TLS context logs through it

@@ -425,3 +425,16 @@ def test_qh3_probes_no_further_than_its_own_limit(tmp_path: Path) -> None:
     assert pair.client.engine.max_udp_payload() == 1472
     assert pair.server.engine.max_udp_payload() == 1200
     assert pair.largest_sent == {"client": 1472, "server": 1200}
+
+
+def test_canary_qh3_logs_on_its_quic_logger_from_its_own_files() -> None:
+    import logging
+    import os
+
+    import qh3.quic.connection as qh3_connection
+
+    from pywebtransport.protocol.engine_qh3 import _QH3_DIR, _EngineLogFilter
+
+    assert qh3_connection.logger is logging.getLogger("quic")
+    assert os.path.abspath(qh3_connection.__file__).startswith(_QH3_DIR)
+    assert any(isinstance(f, _EngineLogFilter) for f in logging.getLogger("quic").filters)

@@ -160,3 +160,19 @@ async def test_no_argument_close_uses_config_grace(cert: CertBundle) -> None:
         await asyncio.wait_for(session.wait_closed(), T)
     assert 0.25 <= elapsed <= 0.3 + 1.5, elapsed
     await server.close()  # idempotent
+
+
+async def test_no_connection_is_counted_once_close_returns(cert: CertBundle) -> None:
+    observed = Observed()
+    server = await start(make_app(cert, observed))
+    config = ClientConfig(server_certificate_hashes=[cert.sha256], connect_timeout=T)
+    async with WebTransportClient(config=config) as client:
+        sessions = [await client.connect(url(server, "/idle")) for _ in range(2)]
+        assert server.stats["connections_active"] == 2
+        await asyncio.wait_for(server.close(), T)
+        stats = server.stats
+        assert stats["connections_active"] == 0 and stats["sessions_active"] == 0
+        assert server.connections == [] and server.debug_state()["connections"] == []
+        for session in sessions:
+            await asyncio.wait_for(session.wait_closed(), T)
+            assert session.close_code == 0  # the server's close reached the client

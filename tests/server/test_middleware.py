@@ -364,3 +364,17 @@ def test_invalid_settings_raise(build: Callable[[], object], field: str) -> None
     with pytest.raises(ConfigurationError) as info:
         build()
     assert info.value.field == field
+
+
+def test_the_security_guide_states_the_statuses_the_limits_answer() -> None:
+    from pathlib import Path
+
+    guide = Path(__file__).resolve().parents[2] / "docs" / "security.md"
+    rows = {
+        "`max_sessions(...)` middleware": 429,  # SessionLimiter.__call__
+        "`max_sessions_per_connection` (server)": 429,
+    }
+    lines = guide.read_text().splitlines()
+    for marker, status in rows.items():
+        (row,) = [line for line in lines if line.startswith("|") and marker in line]
+        assert f"status `{status}`" in row, row

@@ -4,12 +4,15 @@ and the check of a server's certificate and key pair."""
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from pywebtransport import (
     ClientConfig,
+    ServerApp,
     ServerConfig,
     WebTransportClient,
     WebTransportServer,
@@ -17,6 +20,7 @@ from pywebtransport import (
 )
 from pywebtransport.exceptions import CertificateError, ServerError
 from pywebtransport.server.certificate import CertificateBundle, generate_self_signed_certificate
+from pywebtransport.server.echo import echo_handler
 from tests.certs import CertBundle, make_key_file
 from tests.conftest import T, url
 from tests.test_cli import http_get, start_serve
@@ -152,3 +156,23 @@ async def test_serve_rotates_its_generated_certificate(tmp_path: Path, workers: 
             served.process.terminate()
             async with asyncio.timeout(T):
                 await served.process.wait()
+
+
+async def test_an_in_memory_certificate_serves_and_leaves_no_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    bundle = generate_self_signed_certificate()
+    app = ServerApp(config=ServerConfig(certificate=bundle, port=0))
+    app.route("/echo")(echo_handler)
+    server = WebTransportServer(config=app.config, app=app)
+    assert os.listdir(tmp_path) == []  # loaded, and the PEM files already removed
+    await server.listen(host="127.0.0.1", port=0)
+    try:
+        async with WebTransportClient(config=_pinned(bundle.sha256)) as client:
+            session = await client.connect(url(server))
+            assert await _echo(session, b"memory") == b"memory"
+    finally:
+        async with asyncio.timeout(T):
+            await server.close()
+    assert os.listdir(tmp_path) == []

@@ -92,7 +92,7 @@ class WebTransportBrowser(AsyncLifecycle):
 
     # ----------------------------------------------------------------------------- navigation
 
-    async def navigate(self, *, url: URL) -> WebTransportSession:
+    async def navigate(self, url: URL) -> WebTransportSession:
         """Go to ``url``: drop the forward history, append ``url``, connect there.
 
         Navigating to the current URL (same scheme, host, port and path) keeps the current

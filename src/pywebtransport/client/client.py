@@ -205,7 +205,7 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
         return [(k.encode(), v.encode()) for k, v in merged.items()]
 
     async def connect(
-        self, *, url: URL, timeout: float | None = None, headers: Headers | None = None
+        self, url: URL, *, timeout: float | None = None, headers: Headers | None = None
     ) -> WebTransportSession:
         """Open a session to ``url`` within one deadline.
 
@@ -386,6 +386,7 @@ class WebTransportClient(AsyncLifecycle, EventEmitter):
             headers=[],
             remote_address=conn.remote_address,
             offered_protocols=offered_protocols(headers),
+            authority=target.authority,
         )
         conn.add_session(session)
         conn.transmit()

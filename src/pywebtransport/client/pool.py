@@ -28,6 +28,12 @@ __all__ = ["ClientPool"]
 logger = logging.getLogger(__name__)
 
 
+def _describe(error: BaseException) -> str:
+    """An error as ``Type: message`` (the type alone when the message is empty)."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 class ClientPool(AsyncLifecycle):
     """A fixed set of :class:`WebTransportClient` objects. Use inside ``async with``.
 
@@ -82,15 +88,16 @@ class ClientPool(AsyncLifecycle):
         self._next = (self._next + 1) % len(self._clients)
         return client
 
-    async def connect_all(self, *, url: URL) -> list[WebTransportSession]:
+    async def connect_all(self, url: URL) -> list[WebTransportSession]:
         """Connect every client to ``url`` concurrently.
 
         Args:
             url: the ``https://`` URL every client connects to.
 
         Returns:
-            The sessions that were established, in client order. Failed connects are logged and
-            left out; they never cancel the other connects.
+            The sessions that were established, in client order (empty when every connect
+            failed). Failed connects are logged at WARNING with the URL and the error, and left
+            out; they never cancel the other connects.
 
         Raises:
             ClientError: the pool is not entered, or closed.
@@ -104,7 +111,12 @@ class ClientPool(AsyncLifecycle):
             if isinstance(result, WebTransportSession):
                 sessions.append(result)
             elif isinstance(result, Exception | asyncio.CancelledError):
-                logger.info("client %d of the pool failed to connect to %s: %r", index, url, result)
+                logger.warning(
+                    "client %d of the pool failed to connect to %s: %s",
+                    index,
+                    url,
+                    _describe(result),
+                )
             else:
                 raise result  # KeyboardInterrupt, SystemExit: not a connect failure
         return sessions

@@ -201,7 +201,7 @@ class PooledClient(AsyncLifecycle):
 
     # ----------------------------------------------------------------------------- get / return
 
-    async def get_session(self, *, url: URL) -> WebTransportSession:
+    async def get_session(self, url: URL) -> WebTransportSession:
         """Return an idle healthy session for ``url``'s key, or a new one.
 
         A new session is opened while the key has fewer than ``pool_size`` sessions; otherwise

@@ -317,11 +317,13 @@ class WebTransportProtocol(Http3Layer):
         return sid
 
     def accept_session(
-        self, session_id: int, *, headers: Sequence[tuple[bytes, bytes]] = ()
+        self, session_id: int, *, status: int = 200, headers: Sequence[tuple[bytes, bytes]] = ()
     ) -> None:
-        """Server: answer a requested session with 200 and open it."""
+        """Server: answer a requested session with ``status`` (2xx, 200 by default) and open it."""
+        if not 200 <= status < 300:
+            raise ProtocolUsageError(f"{status} is not a success status")
         session = self._pending_session(session_id, SessionPhase.REQUESTED)
-        section: ev.Headers = [(b":status", b"200")]
+        section: ev.Headers = [(b":status", str(status).encode())]
         if session.dialect is Dialect.DRAFT02:
             section.append((b"sec-webtransport-http3-draft", b"draft02"))
         section.extend(headers)

@@ -17,6 +17,7 @@ loss recovery, can make the size fall back to the base (black-hole detection).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +25,7 @@ from aioquic import tls
 from aioquic._buffer import Buffer  # aioquic.buffer re-exports it untyped
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.connection import QuicConnection, QuicConnectionAdapter, QuicConnectionState
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import (
     QuicErrorCode,
@@ -66,6 +67,29 @@ _ACTIVE_CONNECTION_IDS = 2
 _SPENT_KEYS = CryptoPair()
 
 
+#: Where aioquic's per-connection log lines go (each at DEBUG; see :class:`_EngineLog`).
+engine_logger = logging.getLogger("pywebtransport.engine.aioquic")
+
+
+class _EngineLog(QuicConnectionAdapter):
+    """aioquic's per-connection log, moved from its ``quic`` logger to ours, at DEBUG.
+
+    aioquic logs routine events at INFO (``Duplicate CRYPTO data received`` several times per
+    Chromium handshake) and a peer's bad certificate as a WARNING ahead of the error this
+    library reports; they are engine detail, shown when ``pywebtransport.engine`` logs DEBUG.
+    """
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        super().log(logging.DEBUG, msg, *args, **kwargs)
+
+
+def _route_log(quic: QuicConnection) -> None:
+    """Give ``quic`` our :class:`_EngineLog` (aioquic builds its TLS context with it later)."""
+    original = getattr(quic, "_logger", None)  # aioquic internals
+    if isinstance(original, logging.LoggerAdapter):
+        quic._logger = _EngineLog(engine_logger, dict(original.extra or {}))  # aioquic internals
+
+
 class _CreditedConnection(QuicConnection):
     """aioquic's connection with receive credit tied to what the application consumed.
 
@@ -98,6 +122,7 @@ class _CreditedConnection(QuicConnection):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        _route_log(self)
         self._local_active_connection_id_limit = _ACTIVE_CONNECTION_IDS  # aioquic internals
         self.reset_key = reset_key if not self._is_client else None  # aioquic internals
         self._derive_reset_tokens(self._host_cids)  # the first CID (aioquic marks it sent)

@@ -85,17 +85,19 @@ after its handshake, which qh3 would send where the server cannot read it yet
 up (:meth:`Qh3Engine.datagrams_to_send`); packets lost when qh3 fails to build one
 (:meth:`Qh3Engine._poll`); our streams beyond the peer's MAX_STREAMS, which qh3 refuses instead
 of queueing (:meth:`Qh3Engine.send_stream_data`); and qh3's warning for every close a peer sends
-(:class:`_PeerCloseFilter`).
+(:class:`_EngineLogFilter`, which moves all of qh3's log lines to our logger at DEBUG).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
+import qh3
 from qh3 import tls as qh3_tls
 from qh3._hazmat import QuicConnectionCore
 from qh3.quic import events as qe
@@ -136,18 +138,29 @@ __all__ = ["Qh3Engine", "Qh3Factory", "qh3_configuration", "remember_trust_store
 logger = logging.getLogger(__name__)
 
 
-class _PeerCloseFilter(logging.Filter):
-    """Drops qh3's "Native peer close" warning, logged for every CONNECTION_CLOSE received.
+#: Where qh3's log lines go (each at DEBUG; see :class:`_EngineLogFilter`).
+engine_logger = logging.getLogger("pywebtransport.engine.qh3")
+_QH3_DIR = os.path.dirname(qh3.__file__) + os.sep
 
-    A peer closing its connection is how connections end, not a warning; the termination
-    reaches the application as an event (code and reason) anyway.
+
+class _EngineLogFilter(logging.Filter):
+    """Moves qh3's records from its ``quic`` logger to ours, at DEBUG.
+
+    qh3 warns "Native peer close" for every CONNECTION_CLOSE received: a peer closing its
+    connection is how connections end, and the termination reaches the application as an
+    event (code and reason) anyway. Its lines are engine detail, shown when
+    ``pywebtransport.engine`` logs DEBUG. Records of other code on ``quic`` (aioquic's) pass.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (isinstance(record.msg, str) and record.msg.startswith("Native peer close"))
+        if not record.pathname.startswith(_QH3_DIR):
+            return True
+        if engine_logger.isEnabledFor(logging.DEBUG):
+            engine_logger.debug("%s", record.getMessage())
+        return False
 
 
-logging.getLogger("quic").addFilter(_PeerCloseFilter())  # qh3's connection logger
+logging.getLogger("quic").addFilter(_EngineLogFilter())  # qh3's connection logger
 
 _SHORT_HEADER_OVERHEAD = 1 + 2 + 16  # first byte, 2-byte packet number (qh3's), AEAD tag
 _MAX_CID_LENGTH = 20  # RFC 9000 17.2: assumed until the peer's is known

@@ -201,10 +201,10 @@ class ServerApp:
             reject_session(session, status=status)
             return status, route, None
         try:
-            accept_session(session)
+            accepted = accept_session(session)  # 200, or the status of session.set_response()
         except SessionError:
             return None, route, None
-        return 200, route, handler
+        return accepted, route, handler
 
     async def _run_handler(self, session: WebTransportSession, handler: SessionHandler) -> None:
         """Run the handler, then close the session (code 1 if the handler raised)."""

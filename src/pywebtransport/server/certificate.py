@@ -17,6 +17,7 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -79,6 +80,31 @@ class CertificateBundle:
     sha256: bytes
     not_before: datetime.datetime
     not_after: datetime.datetime
+
+    @classmethod
+    def from_pem(cls, cert_pem: bytes | str, key_pem: bytes | str) -> CertificateBundle:
+        """A bundle of a PEM certificate (chain) and its PEM private key held in memory.
+
+        Args:
+            cert_pem: the certificate, first in the chain, PEM encoded.
+            key_pem: its unencrypted private key, PEM encoded.
+
+        Raises:
+            ValueError: either cannot be parsed, or the key does not match the certificate.
+        """
+        cert_bytes = cert_pem.encode() if isinstance(cert_pem, str) else bytes(cert_pem)
+        key_bytes = key_pem.encode() if isinstance(key_pem, str) else bytes(key_pem)
+        certificate = _load_certificate("cert_pem", cert_bytes)
+        key = _load_private_key("key_pem", key_bytes)
+        if _public_der(key.public_key()) != _public_der(certificate.public_key()):
+            raise ValueError("the private key in key_pem does not match the certificate")
+        return cls(
+            cert_pem=cert_bytes,
+            key_pem=key_bytes,
+            sha256=certificate.fingerprint(hashes.SHA256()),
+            not_before=certificate.not_valid_before_utc,
+            not_after=certificate.not_valid_after_utc,
+        )
 
     def write(self, *, certfile: str | Path, keyfile: str | Path) -> None:
         """Write the certificate and the key to PEM files.
@@ -203,16 +229,19 @@ def check_certificate_pair(
     key_pem = Path(keyfile).read_bytes()
     certificate = _load_certificate(os.fspath(certfile), cert_pem)
     key = _load_private_key(os.fspath(keyfile), key_pem)
-    encoding, public_format = (
-        serialization.Encoding.DER,
-        serialization.PublicFormat.SubjectPublicKeyInfo,
-    )
-    certified = certificate.public_key().public_bytes(encoding, public_format)
-    if key.public_key().public_bytes(encoding, public_format) != certified:
+    if _public_der(key.public_key()) != _public_der(certificate.public_key()):
         raise ValueError(
             f"the private key in {os.fspath(keyfile)} does not match the certificate in "
             f"{os.fspath(certfile)}"
         )
+
+
+def _public_der(public_key: Any) -> bytes:
+    """A public key as DER SubjectPublicKeyInfo (to compare a key with a certificate's)."""
+    der: bytes = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return der
 
 
 def _load_certificate(name: str, data: bytes) -> x509.Certificate:

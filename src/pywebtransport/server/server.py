@@ -9,13 +9,14 @@ import hmac
 import logging
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._engine import engine_factory, server_settings
-from ..config import ServerConfig
+from ..config import PemCertificate, ServerConfig
 from ..connection import WebTransportConnection
 from ..exceptions import ServerError
 from ..protocol import LocalLimits, WebTransportProtocol
@@ -63,7 +64,7 @@ def _address(addr: Any) -> bytes:
     return f"{addr[0]}|{addr[1]}".encode()
 
 
-def _stateless_reset_key(config: ServerConfig) -> bytes:
+def _stateless_reset_key(config: ServerConfig, keyfile: str) -> bytes:
     """The configured key, else one derived from the TLS private key file.
 
     Derived from the key file, it is the same in every worker and after a restart with the same
@@ -71,13 +72,21 @@ def _stateless_reset_key(config: ServerConfig) -> bytes:
     """
     if config.stateless_reset_key is not None:
         return config.stateless_reset_key
-    assert config.keyfile is not None
     try:
-        with open(config.keyfile, "rb") as handle:
+        with open(keyfile, "rb") as handle:
             secret = handle.read()
     except OSError as exc:
-        raise ServerError(f"cannot read {config.keyfile}: {exc}") from exc
+        raise ServerError(f"cannot read {keyfile}: {exc}") from exc
     return hmac.new(secret, b"pywebtransport stateless reset key", hashlib.sha256).digest()
+
+
+def _write_pem(certificate: PemCertificate, certfile: str, keyfile: str) -> None:
+    """Write an in-memory certificate and key to new files (the key file owner-only)."""
+    with open(certfile, "xb") as cert_file:
+        cert_file.write(certificate.cert_pem)
+    fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as key_file:
+        key_file.write(certificate.key_pem)
 
 
 @dataclass
@@ -106,11 +115,21 @@ class WebTransportServer:
     """
 
     def __init__(self, *, config: ServerConfig, app: Application | None = None) -> None:
-        if config.certfile is None or config.keyfile is None:
-            raise ServerError("a server needs certfile and keyfile")
         self.config = config
         self.app = app
-        self._engines = self._engine_factory(config.certfile, config.keyfile)
+        if config.certificate is not None:
+            # Both engines read the PEM files once, here: a private directory holds them
+            # only while they are loaded.
+            with tempfile.TemporaryDirectory(prefix="pywebtransport-") as folder:
+                certfile, keyfile = f"{folder}/cert.pem", f"{folder}/key.pem"
+                _write_pem(config.certificate, certfile, keyfile)
+                self._engines = self._engine_factory(certfile, keyfile)
+                self._reset_key = _stateless_reset_key(config, keyfile)
+        elif config.certfile is None or config.keyfile is None:
+            raise ServerError("a server needs certfile and keyfile, or certificate")
+        else:
+            self._engines = self._engine_factory(config.certfile, config.keyfile)
+            self._reset_key = _stateless_reset_key(config, config.keyfile)
         self._cid_length = _CID_LENGTH
         self._transport: UdpEndpoint | None = None
         self._routes: dict[bytes, WebTransportConnection] = {}
@@ -119,7 +138,6 @@ class WebTransportServer:
         self._stats = ServerStats()
         self._serving: asyncio.Future[None] | None = None
         self._closing = False
-        self._reset_key = _stateless_reset_key(config)
         self._handshaking: set[WebTransportConnection] = set()
         self._admission = PacketAdmission(
             cid_length=self._cid_length,
@@ -159,7 +177,7 @@ class WebTransportServer:
         """
         engines = self._engine_factory(certfile, keyfile)
         self._engines = engines
-        self.config = self.config.update(certfile=certfile, keyfile=keyfile)
+        self.config = self.config.update(certfile=certfile, keyfile=keyfile, certificate=None)
         logger.info("certificate reloaded from %s", certfile)
 
     # ----------------------------------------------------------------------------- life cycle
@@ -288,6 +306,10 @@ class WebTransportServer:
             await self.app.shutdown()
         if self._transport is not None:
             self._transport.close()
+        # Each connection sent its CONNECTION_CLOSE above; with the socket closed there is no
+        # closing period left to wait out: they end now, and are forgotten before close returns.
+        for conn in list(self._cids):
+            conn.abandon("server closed")
         if self._serving is not None and not self._serving.done():
             self._serving.set_result(None)
 
@@ -461,6 +483,7 @@ class WebTransportServer:
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers],
             remote_address=conn.remote_address,
             protocol=None if refusal else self._chosen_protocol(event),
+            authority=event.authority,
         )
         conn.add_session(session)
         if refusal:

@@ -94,8 +94,8 @@ class WorkerGroup:
     ) -> None:
         if workers < 1:
             raise ServerError(f"workers must be at least 1, got {workers}")
-        if config.certfile is None or config.keyfile is None:
-            raise ServerError("a server needs certfile and keyfile")
+        if config.certificate is None and (config.certfile is None or config.keyfile is None):
+            raise ServerError("a server needs certfile and keyfile, or certificate")
         self.app_factory = app_factory
         self.config = config
         self.count = workers
@@ -141,7 +141,7 @@ class WorkerGroup:
         config = self.config.update(port=port)
         process = self._context.Process(
             target=_worker_main,
-            args=(self.app_factory, config, theirs),
+            args=(self.app_factory, config, theirs, _LogSetup.of_this_process()),
             name=f"pywebtransport-worker-{index}",
             daemon=True,
         )
@@ -267,9 +267,52 @@ async def serve_workers(
 # ----------------------------------------------------------------------------- worker side
 
 
-def _worker_main(app_factory: AppFactory, config: ServerConfig, conn: Connection) -> None:
+@dataclass(frozen=True)
+class _LogSetup:
+    """The supervisor's logging, as a spawned worker (which starts unconfigured) repeats it.
+
+    Handlers cannot cross a process boundary; what does is the levels set on loggers and the
+    format of the root logger's first handler. A worker given a configured root logs to its
+    stderr (the supervisor's) in that format.
+    """
+
+    root_level: int
+    levels: dict[str, int]
+    configured: bool
+    format: str | None
+    datefmt: str | None
+
+    @classmethod
+    def of_this_process(cls) -> _LogSetup:
+        root = logging.getLogger()
+        levels = {
+            name: each.level
+            for name, each in list(logging.Logger.manager.loggerDict.items())
+            if isinstance(each, logging.Logger) and each.level != logging.NOTSET
+        }
+        formatter = next((h.formatter for h in root.handlers if h.formatter is not None), None)
+        return cls(
+            root_level=root.level,
+            levels=levels,
+            configured=bool(root.handlers),
+            format=None if formatter is None else formatter._fmt,
+            datefmt=None if formatter is None else formatter.datefmt,
+        )
+
+    def apply(self) -> None:
+        if self.configured:
+            logging.basicConfig(format=self.format or logging.BASIC_FORMAT, datefmt=self.datefmt)
+        logging.getLogger().setLevel(self.root_level)
+        for name, level in self.levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _worker_main(
+    app_factory: AppFactory, config: ServerConfig, conn: Connection, log_setup: _LogSetup
+) -> None:
     """The worker process: serve until SIGTERM/SIGINT or until the supervisor is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor forwards a terminal's ^C
+    log_setup.apply()
     try:
         asyncio.run(_worker(app_factory, config, conn))
     finally:
