@@ -9,7 +9,9 @@ Server routes (see :func:`start_echo_server`):
 
 * ``/echo``: bidirectional stream bytes come back on the same stream (FIN mirrored, a peer
   reset mirrored as a reset with the same code); a client unidirectional stream is echoed,
-  after its FIN, on a new server-opened unidirectional stream; datagrams come back as datagrams.
+  after its FIN, on a new server-opened unidirectional stream; datagrams come back as datagrams
+  (those that fit in one packet: :func:`largest_datagram`), and a ``b"largest"`` datagram is
+  answered with one of the largest size.
 * ``/push``: right after accepting, the server opens a bidirectional stream carrying
   ``b"server-bidi"`` + FIN and a unidirectional stream carrying ``b"server-uni"`` + FIN, then
   echoes like ``/echo``.
@@ -73,6 +75,7 @@ from aioquic.quic.events import (
     StreamDataReceived,
     StreamReset,
 )
+from aioquic.quic.packet_builder import PACKET_NUMBER_SEND_SIZE
 
 __all__ = [
     "CLOSE_SESSION_CAPSULE",
@@ -184,6 +187,30 @@ def _parse_capsules(buffer: bytearray) -> list[tuple[int, bytes]]:
     return capsules
 
 
+#: The AEAD tag of a 1-RTT packet (AES-GCM and ChaCha20-Poly1305 alike).
+AEAD_TAG_SIZE = 16
+
+
+def largest_datagram(quic: QuicConnection, session_id: int) -> int:
+    """The largest WebTransport datagram payload ``quic`` can send on the session.
+
+    aioquic does no path MTU discovery: its packets are at most ``max_datagram_size`` bytes
+    (1,200 by default), and one packet holds the datagram with the short header (one byte, the
+    peer's connection ID, a two-byte packet number), the AEAD tag, the DATAGRAM frame's type and
+    length and the quarter stream ID. aioquic keeps a larger datagram queued for ever, and every
+    datagram queued after it with it, so the peers here never send one.
+    """
+    header = 1 + len(quic._peer_cid.cid) + PACKET_NUMBER_SEND_SIZE
+    frame = 1 + 2  # type, length (a two-byte varint for 64 to 16,383 bytes)
+    quarter = len(encode_uint_var(session_id // 4))
+    return quic._max_datagram_size - header - AEAD_TAG_SIZE - frame - quarter
+
+
+def datagram_pattern(size: int) -> bytes:
+    """The answer to ``b"largest"``: byte ``i`` is ``(i * 31 + size) % 251``."""
+    return bytes((i * 31 + size) % 251 for i in range(size))
+
+
 def _header_map(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """Decode a header list into a dict (last value wins)."""
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
@@ -288,6 +315,8 @@ class ServerObservations:
         resets: ``(stream_id, http3_code)`` of every RESET_STREAM on a WebTransport stream.
         stop_sendings: ``(stream_id, http3_code)`` of every STOP_SENDING on such a stream.
         stops_sent: the streams ``/stop`` sent its STOP_SENDING on.
+        largest_sent: the sizes of the answers to ``b"largest"``.
+        datagrams_not_echoed: the sizes of the datagrams too large to echo.
         session_closes: ``(session_id, code, reason)`` when a client ends a session; code and
             reason are ``None`` when the session ended without a CLOSE_WEBTRANSPORT_SESSION
             capsule (plain FIN or reset of the CONNECT stream).
@@ -296,6 +325,8 @@ class ServerObservations:
     resets: asyncio.Queue[tuple[int, int]] = field(default_factory=asyncio.Queue)
     stop_sendings: asyncio.Queue[tuple[int, int]] = field(default_factory=asyncio.Queue)
     stops_sent: set[int] = field(default_factory=set)
+    largest_sent: list[int] = field(default_factory=list)
+    datagrams_not_echoed: list[int] = field(default_factory=list)
     session_closes: asyncio.Queue[tuple[int, int | None, str | None]] = field(
         default_factory=asyncio.Queue
     )
@@ -334,9 +365,20 @@ class _EchoServerProtocol(_WebTransportProtocol):
             self._on_request(event)
         elif isinstance(event, DatagramReceived):
             if event.stream_id in self._sessions:
-                self._h3.send_datagram(event.stream_id, event.data)
+                self._echo_datagram(event.stream_id, event.data)
         elif isinstance(event, DataReceived):
             self._on_session_data(event)
+
+    def _echo_datagram(self, session_id: int, data: bytes) -> None:
+        """Echo one datagram if it fits in a packet; answer ``b"largest"`` with the largest."""
+        largest = largest_datagram(self._quic, session_id)
+        if data == b"largest":
+            data = datagram_pattern(largest)
+            self._observed.largest_sent.append(largest)
+        if len(data) > largest:
+            self._observed.datagrams_not_echoed.append(len(data))
+        else:
+            self._h3.send_datagram(session_id, data)
 
     def _on_request(self, event: HeadersReceived) -> None:
         """Accept or reject one request."""
@@ -693,6 +735,11 @@ class AioquicClientSession:
         self._protocol._h3.send_datagram(self.session_id, data)
         self._transmit()
 
+    @property
+    def max_datagram_size(self) -> int:
+        """The largest datagram payload this client sends (:func:`largest_datagram`)."""
+        return largest_datagram(self._protocol._quic, self.session_id)
+
     async def receive_datagram(self) -> bytes:
         """Wait for the next datagram of the session."""
         item = await self._protocol.datagrams.get()
@@ -733,7 +780,9 @@ class AioquicClientSession:
         await self._stack.aclose()
 
 
-def _client_configuration(server_name: str, cafile: str | None, verify: bool) -> QuicConfiguration:
+def _client_configuration(
+    server_name: str, cafile: str | None, verify: bool, idle_timeout: float | None = None
+) -> QuicConfiguration:
     """Build the client's QUIC configuration."""
     config = QuicConfiguration(
         is_client=True,
@@ -741,6 +790,8 @@ def _client_configuration(server_name: str, cafile: str | None, verify: bool) ->
         max_datagram_frame_size=MAX_DATAGRAM_FRAME_SIZE,
         server_name=server_name,
     )
+    if idle_timeout is not None:
+        config.idle_timeout = idle_timeout
     if cafile is not None:
         config.load_verify_locations(cafile=cafile)
     if not verify:
@@ -756,6 +807,7 @@ async def open_client_session(
     server_name: str,
     cafile: str | None = None,
     verify: bool = True,
+    idle_timeout: float | None = None,
 ) -> AioquicClientSession:
     """Connect, send an extended CONNECT for ``path`` and wait for the response.
 
@@ -770,6 +822,7 @@ async def open_client_session(
         server_name: TLS SNI / certificate name, also used in ``:authority``.
         cafile: PEM file of trusted certificates.
         verify: Whether to verify the server certificate.
+        idle_timeout: aioquic's QUIC idle timeout in seconds (None: its default, 60).
 
     Returns:
         The session; call :meth:`AioquicClientSession.close` when done.
@@ -780,7 +833,7 @@ async def open_client_session(
             connect(
                 host,
                 port,
-                configuration=_client_configuration(server_name, cafile, verify),
+                configuration=_client_configuration(server_name, cafile, verify, idle_timeout),
                 create_protocol=_ClientProtocol,
             )
         )

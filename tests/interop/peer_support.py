@@ -39,7 +39,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from pywebtransport import ServerApp, ServerConfig, WebTransportServer, WebTransportSession
+from pywebtransport import (
+    ClientConfig,
+    ServerApp,
+    ServerConfig,
+    WebTransportClient,
+    WebTransportServer,
+    WebTransportSession,
+)
 from pywebtransport.events import Event, EventType
 from pywebtransport.exceptions import StreamError
 from pywebtransport.protocol.session import FlowControl
@@ -325,13 +332,14 @@ class PeerServer:
 
 @asynccontextmanager
 async def peer_server(
-    python: str, script: str, certificate: CertificateFiles, *options: str
+    python: str, script: str, certificate: CertificateFiles, *options: str, port: int = 0
 ) -> AsyncIterator[PeerServer]:
-    """A peer script's server on an ephemeral loopback port for the block.
+    """A peer script's server on a loopback port (``port``, or an ephemeral one) for the block.
 
     ``options`` are its ``--set NAME=VALUE`` pairs, as ``NAME=VALUE`` strings.
     """
     args = ["server", "--cert", certificate.certfile, "--key", certificate.keyfile]
+    args += ["--port", str(port)]
     for option in options:
         args += ["--set", option]
     async with peer(python, script, *args) as process:
@@ -474,3 +482,57 @@ async def restart_under_peer_client(
         for child in children:
             await stop_child(child, CHILD_TIMEOUT)
     return Restarted(connected, ended, seconds)
+
+
+@dataclass
+class PeerRestarted:
+    """How our client's session ended when the peer's server was replaced under it."""
+
+    echoed: bytes
+    """The old server's echo of ``hello`` (the session worked before)."""
+    seconds: float
+    """From our first datagram to the new server to the end of our session."""
+    since_kill: float
+    """From the old server's death to the end of our session."""
+    close: tuple[int | None, str | None]
+    """Our session's close code and reason."""
+
+    @property
+    def by_idle_timeout(self) -> bool:
+        """Whether the close reason is an idle timeout: our watchdog's ("no packet from the
+        peer") or the QUIC engine's ("Idle timeout"), whichever fired first."""
+        reason = self.close[1] or ""
+        return "no packet from the peer" in reason or "Idle timeout" in reason
+
+
+async def restart_peer_server_under_our_client(
+    python: str,
+    script: str,
+    certificate: CertificateFiles,
+    path: str,
+    client_config: ClientConfig,
+    *options: str,
+) -> PeerRestarted:
+    """Our client's session on a peer script's server (``options``: its ``--set`` pairs) whose
+    process is killed (SIGKILL: nothing is sent) and started again on the same port once the
+    session echoed ``hello`` on ``path``; then one datagram goes to the new server, which
+    answers it with a stateless reset if it can (our keep-alive PINGs follow). Returns when
+    our session ended; ``client_config``'s ``idle_timeout`` bounds that.
+    """
+    async with WebTransportClient(config=client_config) as client:
+        async with peer_server(python, script, certificate, *options) as first:
+            session = await client.connect(url=first.url(path))
+            echoed = await echo_once(session, b"hello")
+            first.process.process.kill()
+            await first.process.process.wait()
+            killed = asyncio.get_running_loop().time()
+        async with peer_server(python, script, certificate, *options, port=first.port) as second:
+            assert second.port == first.port
+            loop = asyncio.get_running_loop()
+            sent = loop.time()
+            await session.datagrams.send(pattern(1000))
+            async with asyncio.timeout(client_config.idle_timeout + 2 * T):
+                await session.wait_closed()
+            ended = loop.time()
+    close = (session.close_code, session.close_reason)
+    return PeerRestarted(echoed, ended - sent, ended - killed, close)

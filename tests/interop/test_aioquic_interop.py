@@ -15,9 +15,11 @@ trusts it through ``ca_certs`` or through its SHA-256 hash. Every test is bounde
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,17 +33,28 @@ from pywebtransport import (
     WebTransportServer,
     WebTransportSession,
 )
+from pywebtransport.events import Event, EventType
 from pywebtransport.exceptions import HandshakeError, StreamError
 from pywebtransport.server.echo import echo_handler
+from tests.certs import load_cert
+from tests.faults import report, start_child, stop_child
 from tests.interop.aioquic_peer import (
     AioquicClientSession,
     AioquicServerHandle,
     app_code_from_http3,
+    datagram_pattern,
     open_client_session,
     start_echo_server,
 )
 from tests.interop.conftest import CertificateFiles
-from tests.interop.peer_support import echo_once, read_uni_streams, send_uni
+from tests.interop.peer_support import (
+    CHILD_TIMEOUT,
+    PeerRestarted,
+    echo_once,
+    largest_datagram_echoed,
+    read_uni_streams,
+    send_uni,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -179,6 +192,76 @@ async def test_client_datagrams_both_ways(
         ]
         await session.close()
     assert answers == [b"dgram-1", pattern(1000, seed=5)]
+
+
+@pytest.mark.covers("datagram-size", "aioquic-server")
+async def test_client_and_aioquic_server_largest_datagrams(
+    aioquic_server: AioquicServerHandle, client: WebTransportClient
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        session = await client.connect(url=url(aioquic_server, "/echo"))
+        datagrams = session.datagrams
+        answer = await datagram_roundtrip(datagrams.send, datagrams.receive, b"largest")
+        ours = datagrams.max_datagram_size  # what largest_datagram_echoed sends
+        echoed = await largest_datagram_echoed(session)
+        await session.close()
+    observed = aioquic_server.observed
+    # aioquic's packets stay at 1,200 bytes (no path MTU discovery): its largest datagram,
+    # 1,169 bytes with our 8-byte connection IDs, reaches us whole.
+    theirs = observed.largest_sent[0]
+    assert 1100 < theirs < 1200
+    assert answer == datagram_pattern(theirs)
+    # Ours reaches aioquic; it cannot echo more than its own largest.
+    if ours > theirs:
+        assert (echoed, observed.datagrams_not_echoed) == (False, [ours])
+    else:
+        assert (echoed, observed.datagrams_not_echoed) == (True, [])
+
+
+@pytest.mark.covers("stateless-reset", "aioquic-server")
+async def test_client_session_on_a_restarted_aioquic_server(certificate: CertificateFiles) -> None:
+    """The aioquic server (a process of this module's peer) killed and started again on the same
+    port under our client's session; a datagram then goes to the new one."""
+    server_args = ("--cert", certificate.certfile, "--key", certificate.keyfile)
+    config = ClientConfig(ca_certs=certificate.certfile, idle_timeout=2.0)
+    loop = asyncio.get_running_loop()
+    first, line = await start_child(
+        "tests.interop.aioquic_peer", "serve", "--port", "0", *server_args, timeout=CHILD_TIMEOUT
+    )
+    children = [first]
+    port = line.split()[1].decode()
+    try:
+        async with asyncio.timeout(TEST_TIMEOUT), WebTransportClient(config=config) as client:
+            session = await client.connect(url=f"https://127.0.0.1:{port}/echo")
+            echoed = await echo_once(session, b"hello")
+            first.kill()
+            await first.wait()
+            killed = loop.time()
+            second, _ = await start_child(
+                "tests.interop.aioquic_peer",
+                "serve",
+                "--port",
+                port,
+                *server_args,
+                timeout=CHILD_TIMEOUT,
+            )
+            children.append(second)
+            sent = loop.time()
+            await session.datagrams.send(pattern(1000))
+            await session.wait_closed()
+            ended = loop.time()
+    finally:
+        for child in children:
+            await stop_child(child, CHILD_TIMEOUT)
+    seen = PeerRestarted(
+        echoed, ended - sent, ended - killed, (session.close_code, session.close_reason)
+    )
+    report(f"aioquic server restarted: {seen}")
+    assert seen.echoed == b"hello"
+    # aioquic's server sends no stateless reset (its QuicServer drops packets of unknown
+    # connections): our session ends only at our idle timeout.
+    assert seen.by_idle_timeout, seen
+    assert 1.5 < seen.since_kill < 3.0, seen
 
 
 async def test_client_sees_404_as_handshake_error(
@@ -337,7 +420,17 @@ class OurServer:
 def build_app(config: ServerConfig, probe: Probe) -> ServerApp:
     """Our server's routes for these tests."""
     app = ServerApp(config=config)
-    app.route("/echo")(echo_handler)
+
+    @app.route("/echo")
+    async def echo(session: WebTransportSession) -> None:
+        received: list[tuple[int, int]] = []  # (size, our datagram limit then), as they come
+        probe.set("datagrams", received)
+
+        def on_datagram(event: Event) -> None:
+            received.append((len(event.data["data"]), session.datagrams.max_datagram_size))
+
+        session.on(EventType.DATAGRAM_RECEIVED, on_datagram)
+        await echo_handler(session)
 
     @app.route("/push")
     async def push(session: WebTransportSession) -> None:
@@ -503,6 +596,86 @@ async def test_server_datagrams_both_ways(
         finally:
             await peer.close()
     assert answers == [b"dgram-A", pattern(1000, seed=11)]
+
+
+@pytest.mark.covers("datagram-size", "aioquic-client")
+async def test_aioquic_clients_largest_datagram_reaches_us(
+    our_server: OurServer, certificate: CertificateFiles
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        peer = await peer_session(our_server, certificate, "/echo")
+        size = peer.max_datagram_size
+        largest = pattern(size, seed=size)
+        echoed: list[bytes] = []
+
+        async def send(data: bytes) -> None:
+            peer.send_datagram(data)
+
+        async def receive_marker() -> bytes:
+            while (data := await peer.receive_datagram()) == largest:
+                echoed.append(data)
+            return data
+
+        try:
+            peer.send_datagram(largest)
+            marker = await datagram_roundtrip(send, receive_marker, b"marker")
+        finally:
+            await peer.close()
+        received = await our_server.probe.wait("datagrams")
+    # aioquic's largest (1,169 bytes with our 8-byte connection IDs) reaches us whole; our echo
+    # comes back when our limit allowed it then (ours starts at about the same size).
+    assert marker == b"marker"
+    assert 1100 < size < 1200
+    ours = [limit for length, limit in received if length == size]
+    assert ours, received
+    assert bool(echoed) == (max(ours) >= size), (size, received)
+
+
+@pytest.mark.covers("stateless-reset", "aioquic-client")
+async def test_aioquic_client_on_our_restarted_server(tmp_path: Path) -> None:
+    """Our server (a child process) replaced by a new one on the same port with the same key
+    (``tests/server_process.py``) under the aioquic client's session; the client then sends a
+    datagram, which the new server answers with a stateless reset."""
+    loop = asyncio.get_running_loop()
+    first, line = await start_child(
+        "tests.server_process", str(tmp_path), "0", timeout=CHILD_TIMEOUT
+    )
+    children = [first]
+    port = line.split()[1].decode()
+    try:
+        async with asyncio.timeout(TEST_TIMEOUT):
+            peer = await open_client_session(
+                host="127.0.0.1",
+                port=int(port),
+                path="/echo",
+                server_name="localhost",
+                cafile=str(load_cert(tmp_path).certfile),
+                idle_timeout=2.0,
+            )
+            try:
+                echoed = await peer.read_stream(await peer.open_bidi(b"hello"))
+                new, _ = await start_child(
+                    "tests.server_process", str(tmp_path), port, timeout=CHILD_TIMEOUT
+                )
+                children.append(new)
+                first.send_signal(signal.SIGKILL)
+                await first.wait()
+                killed = loop.time()
+                peer.send_datagram(pattern(1000))
+                with pytest.raises(ConnectionError) as ended:
+                    await peer.receive_datagram()
+                seconds = loop.time() - killed
+            finally:
+                await peer.close()
+    finally:
+        for child in children:
+            await stop_child(child, CHILD_TIMEOUT)
+    report(f"aioquic client, our server restarted: {seconds:.3f} s, {ended.value}")
+    assert echoed == b"hello"
+    # aioquic does not recognise a stateless reset (it keeps the token, never compares it):
+    # its session ends only at its idle timeout.
+    assert "Idle timeout" in str(ended.value)
+    assert 1.5 < seconds < 3.0, seconds
 
 
 @pytest.mark.covers("bidi-server", "aioquic-client")

@@ -44,6 +44,7 @@ from pywebtransport import (
     WebTransportServer,
     WebTransportSession,
 )
+from pywebtransport.events import Event, EventType
 from pywebtransport.exceptions import HandshakeError, StreamError
 from pywebtransport.protocol.wire import Dialect, SettingId, app_code_to_h3
 from pywebtransport.server.echo import echo_handler
@@ -52,7 +53,10 @@ from tests.conftest import T, current_engine
 from tests.faults import report
 from tests.interop.conftest import CertificateFiles
 from tests.interop.peer_process import PeerProcess, peer
-from tests.interop.peer_support import restart_under_peer_client
+from tests.interop.peer_support import (
+    restart_peer_server_under_our_client,
+    restart_under_peer_client,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -66,6 +70,8 @@ STREAM_SIZE = 300_000
 DATAGRAM_WAIT = 1.0
 """How long one datagram round trip may take before the datagram is sent again (loss)."""
 DATAGRAM_TRIES = 5
+AIOPQUIC_DATAGRAM_LIMIT = 1200
+"""The largest datagram payload an aiopquic session sends (``peers/peer_aiopquic.py``)."""
 SMALL_WINDOW = 16 * 1024
 """The flow-control limit of the credit tests: bytes per stream and per connection."""
 FLOW_SIZE = 512 * 1024
@@ -238,6 +244,50 @@ async def test_client_datagrams_both_ways(peers_python: str, certificate: Certif
     assert max_size >= 1000
     assert answers == payloads
     assert observed["datagrams"] >= len(payloads)
+
+
+@pytest.mark.covers("datagram-size", "aiopquic-server")
+async def test_client_and_aiopquic_server_largest_datagrams(
+    peers_python: str, certificate: CertificateFiles
+) -> None:
+    async with (
+        asyncio.timeout(TEST_TIMEOUT),
+        aiopquic_server(peers_python, certificate, "echo") as (server, url),
+        our_client(certificate) as client,
+    ):
+        session = await client.connect(url=url)
+        answer = await datagram_roundtrip(session, b"largest")
+        largest = session.datagrams.max_datagram_size
+        await session.datagrams.send(pattern(largest, seed=6))
+        await datagram_roundtrip(session, b"marker")  # the large one went before it
+        await session.close()
+        observed = await server.result()
+    # aiopquic's largest datagram is 1,200 bytes (its session refuses more): it reaches us.
+    assert answer == pattern(AIOPQUIC_DATAGRAM_LIMIT, seed=AIOPQUIC_DATAGRAM_LIMIT)
+    assert set(observed["largest_sent"]) == {AIOPQUIC_DATAGRAM_LIMIT}
+    assert str(observed["refused"]).startswith("ValueError"), observed
+    # Ours reaches aiopquic, which cannot echo it when it is larger than its own limit.
+    if largest > AIOPQUIC_DATAGRAM_LIMIT:
+        assert observed["datagrams_not_echoed"] == [largest], (largest, observed)
+    else:
+        assert "datagrams_not_echoed" not in observed, (largest, observed)
+
+
+@pytest.mark.covers("stateless-reset", "aiopquic-server")
+async def test_client_session_on_a_restarted_aiopquic_server(
+    peers_python: str, certificate: CertificateFiles
+) -> None:
+    config = ClientConfig(ca_certs=certificate.certfile, connect_timeout=T, idle_timeout=2.0)
+    async with asyncio.timeout(4 * TEST_TIMEOUT):
+        seen = await restart_peer_server_under_our_client(
+            peers_python, SCRIPT, certificate, PATH, config, "route=echo", f"path={PATH}"
+        )
+    report(f"aiopquic server restarted: {seen}")
+    assert seen.echoed == b"hello"
+    # The new server's stateless resets (if any) carry a new key: our session ends only at
+    # our idle timeout, 2 s after the old server's last packet.
+    assert seen.by_idle_timeout, seen
+    assert 1.5 < seen.since_kill < 3.0, seen
 
 
 @pytest.mark.covers("bidi-server", "aiopquic-server")
@@ -527,6 +577,13 @@ def build_app(config: ServerConfig, probe: Probe) -> ServerApp:
     @app.route("/echo")
     async def echo(session: WebTransportSession) -> None:
         opened(session)
+        received: list[tuple[int, int]] = []  # (size, our datagram limit then), as they come
+        probe.set("datagrams", received)
+
+        def on_datagram(event: Event) -> None:
+            received.append((len(event.data["data"]), session.datagrams.max_datagram_size))
+
+        session.on(EventType.DATAGRAM_RECEIVED, on_datagram)
         await echo_handler(session)
 
     @app.route("/push")
@@ -693,6 +750,26 @@ async def test_server_datagrams_both_ways(peers_python: str, certificate: Certif
             peers_python, certificate, server.base + "/echo", "datagrams", size=1000
         )
     assert result["echoed"] == [True, True]
+
+
+@pytest.mark.covers("datagram-size", "aiopquic-client")
+async def test_aiopquic_clients_largest_datagram_reaches_us(
+    peers_python: str, certificate: CertificateFiles
+) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT), our_server(certificate) as server:
+        result = await run_client(peers_python, certificate, server.base + "/echo", "largest")
+        received = await server.probe.wait("datagrams")
+    # aiopquic sends 1,200 bytes at most (one byte more raises ValueError in its session).
+    assert result["size"] == AIOPQUIC_DATAGRAM_LIMIT
+    assert str(result["refused"]).startswith("ValueError"), result
+    ours = [limit for size, limit in received if size == AIOPQUIC_DATAGRAM_LIMIT]
+    assert ours, received
+    # Our echo comes back when our limit allowed it then: aiopquic sends at once after the
+    # handshake, before or after our path MTU discovery (aioquic engine) raised our limit from
+    # about 1,170; a qh3 server never probes the path and stays there.
+    assert result["echoed"] == (max(ours) >= AIOPQUIC_DATAGRAM_LIMIT), (result, received)
+    if current_engine() == "qh3":
+        assert max(ours) < AIOPQUIC_DATAGRAM_LIMIT
 
 
 @pytest.mark.covers("bidi-server", "aiopquic-client")

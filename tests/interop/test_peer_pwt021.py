@@ -64,6 +64,7 @@ from tests.interop.peer_support import (
     pattern,
     peer_server,
     read_uni_streams,
+    restart_peer_server_under_our_client,
     restart_under_peer_client,
     run_peer_client,
     run_through_a_retry,
@@ -430,6 +431,23 @@ async def test_our_client_under_small_session_credit(
     assert observed["flow_events"]["session_max_streams_uni_updated"] >= 2
     # Our writers ran out of the peer's data credit and said so (WT_DATA_BLOCKED).
     assert observed["flow_events"]["session_data_blocked"] >= 1
+
+
+@pytest.mark.covers("stateless-reset", "pwt021-server")
+async def test_our_session_on_a_restarted_pwt021_server(
+    peers_python: str, certificate: CertificateFiles
+) -> None:
+    config = ClientConfig(ca_certs=certificate.certfile, connect_timeout=T, idle_timeout=2.0)
+    async with asyncio.timeout(4 * TEST_TIMEOUT):
+        seen = await restart_peer_server_under_our_client(
+            peers_python, SCRIPT, certificate, "/echo", config
+        )
+    report(f"0.21.1 server restarted: {seen}")
+    assert seen.echoed == b"hello"
+    # The new server's stateless resets (if any) carry a new key: our session ends only at
+    # our idle timeout, 2 s after the old server's last packet.
+    assert seen.by_idle_timeout, seen
+    assert 1.5 < seen.since_kill < 3.0, seen
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ from tests.interop.peer_support import (
     pattern,
     peer_server,
     read_uni_streams,
+    restart_peer_server_under_our_client,
     restart_under_peer_client,
     run_through_a_retry,
     send_uni,
@@ -340,6 +341,25 @@ async def test_our_client_accepts_many_server_opened_streams(
         await quinn_server.session_result()
     assert (pushed["bidi_ok"], pushed["uni_sent"]) == (MANY, MANY)
     assert sorted(received) == sorted(b"server-uni-%d" % i for i in range(MANY))
+
+
+@pytest.mark.covers("stateless-reset", "quinn-server")
+async def test_our_session_on_a_restarted_quinn_server(
+    peers_python: str, certificate: CertificateFiles
+) -> None:
+    config = ClientConfig(
+        server_certificate_hashes=[certificate.sha256], connect_timeout=T, idle_timeout=2.0
+    )
+    async with asyncio.timeout(4 * TEST_TIMEOUT):
+        seen = await restart_peer_server_under_our_client(
+            peers_python, SCRIPT, certificate, "/echo", config
+        )
+    report(f"quinn server restarted: {seen}")
+    assert seen.echoed == b"hello"
+    # The new quinn server has a new stateless-reset key: our session learns nothing from it
+    # and ends only at our idle timeout, 2 s after the old server's last packet.
+    assert seen.by_idle_timeout, seen
+    assert 1.5 < seen.since_kill < 3.0, seen
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,14 +5,16 @@ standard library and ``peer_common`` (the command line and output lines every pe
 uses), never the project under test. Its command line is ``peer_common``'s, with these
 ``--set`` options (:data:`DEFAULTS`).
 
-``server --cert C --key K --set route=R`` listens on a free UDP port (aiopquic binds the wildcard
-address, whatever the host: the tests send it loopback traffic only), prints ``READY <port>`` and
-serves one WebTransport path, ``path``, with one behaviour, ``route``:
+``server --cert C --key K [--port P] --set route=R`` listens on ``--port`` or a free UDP port
+(aiopquic binds the wildcard address, whatever the host: the tests send it loopback traffic
+only), prints ``READY <port>`` and serves one WebTransport path, ``path``, with one behaviour,
+``route``:
 
 * ``echo``: a bidirectional stream is echoed chunk by chunk on itself, a unidirectional stream is
   read to its end and sent back on a new server-opened unidirectional stream, a datagram is
-  echoed. A reset from the client is answered with a reset of the same code, a STOP_SENDING with
-  a STOP_SENDING of the same code (so the client learns that its code arrived).
+  echoed (``largest`` is answered with aiopquic's largest, 1,200 bytes). A reset from the client
+  is answered with a reset of the same code, a STOP_SENDING with a STOP_SENDING of the same code
+  (so the client learns that its code arrived).
 * ``push``: ``echo``, and at once ``count`` server-opened bidirectional streams
   (``server-bidi-<i>``, then the client's reply is read) and as many unidirectional ones
   (``server-uni-<i>``); one ``RESULT`` ``{"pushed": [[bidi id, uni id, reply, reset code],
@@ -71,6 +73,9 @@ from peer_common import free_udp_port, parse_args, pattern, ready, result, run
 WRITE_CHUNK = 1 << 20
 DATAGRAM_WAIT = 1.0
 DATAGRAM_TRIES = 5
+#: The largest datagram payload an aiopquic session sends: its WebTransport session caps the
+#: payload at 1,200 bytes (``send_datagram_frame`` raises ValueError above that).
+DATAGRAM_LIMIT = 1200
 #: The ``restart`` scenario's interval between two datagrams.
 TICK = 0.05
 #: How long picoquic may take to open a server's sockets, and how many ports are tried.
@@ -108,6 +113,7 @@ class Options:
         self.cert: str | None = getattr(args, "cert", None)
         self.key: str | None = getattr(args, "key", None)
         self.host: str = getattr(args, "host", "127.0.0.1")
+        self.port: int = getattr(args, "port", 0)
         self.ca: str | None = getattr(args, "ca", None)
         self.url: str = getattr(args, "url", "")
         self.scenario: str = getattr(args, "scenario", "")
@@ -181,6 +187,15 @@ async def read_stream(session: WebTransportSession, stream_id: int) -> tuple[byt
     return bytes(received), None
 
 
+def refused_above_limit(session: WebTransportSession) -> str | None:
+    """The error of sending one byte more than :data:`DATAGRAM_LIMIT` (None: it was sent)."""
+    try:
+        session.send_datagram_frame(pattern(DATAGRAM_LIMIT + 1))
+    except ValueError as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
 def close_of(session: WebTransportSession, seen: WebTransportSessionClosed | None) -> Any:
     """[code, reason] of the session's close: the event, else what the session kept of it.
 
@@ -237,7 +252,7 @@ class ServerSession:
                     self.on_new_stream(event.stream_id)
                 elif isinstance(event, WebTransportDatagramReceived):
                     self.observed["datagrams"] += 1
-                    session.send_datagram_frame(bytes(event.data))
+                    self.on_datagram(bytes(event.data))
                 elif isinstance(event, WebTransportStopSending):
                     self.observed["stop_sending"].append([event.stream_id, event.error_code])
                     if args.route != "reset" and is_bidi(event.stream_id):
@@ -253,6 +268,20 @@ class ServerSession:
             self.observed["close"] = self.close_sent or close_of(session, seen_close)
             self.observed["closed_by"] = "server" if self.close_sent else "client"
             result(self.observed)
+
+    def on_datagram(self, data: bytes) -> None:
+        """Echo ``data``; answer ``largest`` with a datagram of :data:`DATAGRAM_LIMIT` bytes
+        (``largest_sent``, with the error of one byte more in ``refused``). A datagram that
+        aiopquic refuses to send is recorded in ``datagrams_not_echoed`` (its size)."""
+        session = self.session
+        if data == b"largest":
+            self.observed["refused"] = refused_above_limit(session)
+            data = pattern(DATAGRAM_LIMIT, seed=DATAGRAM_LIMIT)
+            self.observed.setdefault("largest_sent", []).append(len(data))
+        try:
+            session.send_datagram_frame(data)
+        except ValueError:
+            self.observed.setdefault("datagrams_not_echoed", []).append(len(data))
 
     def on_new_stream(self, stream_id: int) -> None:
         kind = "bidi_streams" if is_bidi(stream_id) else "uni_streams"
@@ -344,7 +373,8 @@ async def run_server(args: Options) -> None:
         await ServerSession(session, args).run()
 
     for _ in range(BIND_TRIES):
-        port = free_udp_port(args.host)  # aiopquic does not report the port it bound
+        # aiopquic does not report the port it bound: a free one is picked first.
+        port = args.port or free_udp_port(args.host)
         server = await serve_webtransport(
             args.host,
             port,
@@ -427,6 +457,29 @@ async def scenario_datagrams(wt: WebTransportSession, args: Options) -> dict[str
         else:
             answers.append(False)
     return {"echoed": answers}
+
+
+async def scenario_largest(wt: WebTransportSession, args: Options) -> dict[str, Any]:
+    """Send a datagram of :data:`DATAGRAM_LIMIT` bytes, then a marker until the marker's echo
+    comes back; report whether the large one's echo came first, and the error of a datagram
+    one byte larger."""
+    refused = refused_above_limit(wt)
+    largest = pattern(DATAGRAM_LIMIT, seed=DATAGRAM_LIMIT)
+    wt.send_datagram_frame(largest)
+    echoed = False
+    for _ in range(DATAGRAM_TRIES):  # datagrams may be lost: send again after a while
+        wt.send_datagram_frame(b"marker")
+        try:
+            async with asyncio.timeout(DATAGRAM_WAIT):
+                while True:
+                    event = await next_event(wt, (WebTransportDatagramReceived,))
+                    if bytes(event.data) == b"marker":
+                        break
+                    echoed = echoed or bytes(event.data) == largest
+        except TimeoutError:
+            continue
+        return {"size": len(largest), "echoed": echoed, "refused": refused}
+    raise AssertionError(f"no marker came back after {DATAGRAM_TRIES} tries")
 
 
 async def scenario_push(wt: WebTransportSession, args: Options) -> dict[str, Any]:
@@ -574,6 +627,7 @@ SCENARIOS = {
     "many": scenario_many,
     "flow": scenario_flow,
     "restart": scenario_restart,
+    "largest": scenario_largest,
 }
 
 

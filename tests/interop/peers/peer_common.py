@@ -7,9 +7,10 @@ listens, ``RESULT <json>`` for each outcome.
 
 Command line of every peer script (see :func:`parse_args`)::
 
-    server --cert C --key K [--host H] [--set NAME=VALUE ...]
+    server --cert C --key K [--host H] [--port P] [--set NAME=VALUE ...]
     client --url U --scenario S [--ca FILE] [--cert-hash HEX] [--set NAME=VALUE ...]
 
+``--port`` (0 by default: one the system picks) lets a test restart a server on the same port.
 ``--set`` passes the peer's own options (limits, counts); values that look like integers are
 integers.
 """
@@ -98,6 +99,7 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     server.add_argument("--cert", required=True, help="PEM certificate chain")
     server.add_argument("--key", required=True, help="PEM private key")
     server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, default=0, help="UDP port (0: a free one)")
     client = modes.add_parser("client", help="run one scenario against URL")
     client.add_argument("--url", required=True)
     client.add_argument("--scenario", required=True)

@@ -9,7 +9,8 @@ peers' virtualenv, never the project under test. The command line is
 ``initial_max_streams_bidi`` / ``_uni``, ``session_receive_window``, ...), the others to the
 client's scenario.
 
-Server mode listens on ``--host`` (0.21.1 cannot bind port 0: a free port is picked first),
+Server mode listens on ``--host`` and ``--port`` (0.21.1 cannot bind port 0: without ``--port``
+a free port is picked first),
 prints ``READY <port>`` and serves the paths of ``peer_quinn.py`` (``/echo``, ``/source``,
 ``/reset?reset=R&stop=S``, ``/close?code=C&reason=TEXT``, ``/push?bidi=N&uni=M&batch=B``), with
 datagram echo on each (a datagram larger than 0.21.1 may send is counted in
@@ -380,11 +381,15 @@ async def serve_connection(
             tasks.spawn(served.serve(route))
 
 
-async def serve(host: str, certfile: str, keyfile: str, options: dict[str, Any]) -> None:
+async def serve(host: str, port: int, certfile: str, keyfile: str, options: dict[str, Any]) -> None:
     config, own = split_options(options)
     protocols = protocol_list(own.get("protocols", ""))
     server_config = pwt.ServerConfig(
-        certfile=certfile, keyfile=keyfile, bind_host=host, bind_port=free_udp_port(host), **config
+        certfile=certfile,
+        keyfile=keyfile,
+        bind_host=host,
+        bind_port=port or free_udp_port(host),
+        **config,
     )
     tasks = Tasks()
     async with pwt.WebTransportServer(config=server_config) as server:
@@ -666,7 +671,7 @@ async def client(url: str, cafile: str, name: str, options: dict[str, Any]) -> N
 def main() -> None:
     args = parse_args("pywebtransport 0.21.1 interop peer")
     if args.mode == "server":
-        run(serve(args.host, args.cert, args.key, args.options))
+        run(serve(args.host, args.port, args.cert, args.key, args.options))
     else:
         run(client(args.url, args.ca, args.scenario, args.options), timeout=SCENARIO_TIMEOUT)
 

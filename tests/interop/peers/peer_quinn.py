@@ -4,11 +4,12 @@ Run by ``tests/interop/peer_process.py`` under the peers' Python 3.12; it import
 ``web_transport`` and :mod:`peer_common`, never the project under test. The command line is
 :func:`peer_common.parse_args`'s.
 
-Server mode listens on ``--host`` with a port the system picks, prints ``READY <port>``, and
-serves these paths (options in the query string, e.g. ``/reset?reset=21&stop=22``); every path
-also echoes datagrams (one larger than quinn may send at the time is counted in
-``datagrams_not_echoed`` instead; with ``?reply=max`` each datagram is answered with one of
-quinn's largest size, ``pattern(size, seed=size)``, listed in ``largest_sent``):
+Server mode listens on ``--host`` and ``--port`` (by default one the system picks), prints
+``READY <port>``, and serves these paths (options in the query string, e.g.
+``/reset?reset=21&stop=22``); every path also echoes datagrams (one larger than quinn may send
+at the time is counted in ``datagrams_not_echoed`` instead; with ``?reply=max`` each datagram
+is answered with one of quinn's largest size, ``pattern(size, seed=size)``, listed in
+``largest_sent``):
 
 * ``/echo``: a bidirectional stream is echoed chunk by chunk on itself, then finished; a
   unidirectional stream is read to its end and sent back on a new unidirectional stream. A reset
@@ -289,12 +290,12 @@ async def serve_request(request: wt.SessionRequest) -> None:
         result(served.record)
 
 
-async def serve(host: str, certfile: str, keyfile: str) -> None:
+async def serve(host: str, port: int, certfile: str, keyfile: str) -> None:
     tasks = Tasks()
     async with wt.Server(
         certificate_chain=der_certificate_chain(certfile),
         private_key=der_private_key(keyfile),
-        bind=f"{host}:0",
+        bind=f"{host}:{port}",
     ) as server:
         ready(server.local_addr[1])
         async for request in server:
@@ -525,7 +526,7 @@ async def client(url: str, cert_hash: str, name: str, options: dict[str, Any]) -
 def main() -> None:
     args = parse_args("web-transport-quinn 0.1.0 interop peer")
     if args.mode == "server":
-        run(serve(args.host, args.cert, args.key))
+        run(serve(args.host, args.port, args.cert, args.key))
     else:
         run(
             client(args.url, args.cert_hash, args.scenario, args.options),
