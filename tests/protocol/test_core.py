@@ -448,7 +448,7 @@ def test_datagram_size_limit(tmp_path: Path, sender: Side) -> None:
     sid = pair.open_session()
     protocol = core(pair, sender)
     limit = protocol.max_datagram_size(sid)
-    assert limit > 1000  # roughly 1,150 to 1,200 bytes on a 1,280-byte path (docs/wire.md)
+    assert limit > 1000  # roughly 1,150 to 1,200 bytes on a 1,280-byte path (RFC 9000 packet overhead)
     with pytest.raises(DatagramTooLarge) as info:
         protocol.send_datagram(sid, b"x" * (limit + 1))
     assert (info.value.size, info.value.limit) == (limit + 1, limit)
@@ -562,7 +562,7 @@ def test_stream_before_connect_is_replayed_after_accept(tmp_path: Path) -> None:
 def test_early_stream_is_refused_after_the_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """docs/wire.md: early streams are buffered "bounded in count and time"."""
+    """Early streams are buffered, bounded in count and time."""
     pair = Pair(tmp_path, early_timeout=5.0)
     tap = Tap(monkeypatch, pair.client)
     sid, first, second = send_early_streams(pair)

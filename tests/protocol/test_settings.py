@@ -213,7 +213,7 @@ def test_peer_supports_datagrams() -> None:
     "limits", [LocalLimits(), LocalLimits(max_sessions=3, initial_max_data=1000)]
 )
 def test_build_settings_serves_every_dialect(limits: LocalLimits) -> None:
-    """docs/wire.md: what a server serving Chrome, Firefox, Safari and draft-15/16 peers sends."""
+    """What a server serving Chrome, Firefox, Safari and draft-15/16 peers sends."""
     settings = build_settings(limits)
     assert settings[0x08] == 1
     assert settings[0x33] == 1

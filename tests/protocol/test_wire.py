@@ -23,7 +23,7 @@ def test_range_constants() -> None:
 
 
 def test_code_7_matches_chrome() -> None:
-    # docs/wire.md: writer.abort with code 7 arrives as RESET_STREAM 0x52e4a40fa8e2.
+    # The draft's mapping: writer.abort with code 7 arrives as RESET_STREAM 0x52e4a40fa8e2.
     assert app_code_to_h3(7) == 0x52E4A40FA8E2
     assert h3_to_app_code(0x52E4A40FA8E2) == 7
 

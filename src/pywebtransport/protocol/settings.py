@@ -26,7 +26,7 @@ class LocalLimits:
 
 
 def build_settings(limits: LocalLimits) -> dict[int, int]:
-    """Return the SETTINGS this endpoint sends: every dialect at once (see docs/wire.md)."""
+    """Return the SETTINGS this endpoint sends: every dialect at once (see docs/protocol.md)."""
     return {
         SettingId.ENABLE_CONNECT_PROTOCOL: 1,
         SettingId.H3_DATAGRAM: 1,
