@@ -448,7 +448,7 @@ def test_datagram_size_limit(tmp_path: Path, sender: Side) -> None:
     sid = pair.open_session()
     protocol = core(pair, sender)
     limit = protocol.max_datagram_size(sid)
-    assert limit > 1000  # roughly 1,150 to 1,200 bytes on a 1,280-byte path (RFC 9000 packet overhead)
+    assert limit > 1000  # about 1,150 to 1,200 bytes on a 1,280-byte path
     with pytest.raises(DatagramTooLarge) as info:
         protocol.send_datagram(sid, b"x" * (limit + 1))
     assert (info.value.size, info.value.limit) == (limit + 1, limit)
