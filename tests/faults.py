@@ -28,9 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import current_engine
+
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The environment variable that tells a child server which QUIC engine to use.
+CHILD_ENGINE_VARIABLE = "PYWEBTRANSPORT_TEST_ENGINE"
 
 Addr = tuple[str, int]
 
@@ -316,7 +320,10 @@ def report(text: str) -> None:
 async def start_child(
     module: str, *args: str, ready: bytes = b"READY", timeout: float
 ) -> tuple[asyncio.subprocess.Process, bytes]:
-    """Run ``python -m module args`` from the repository root; return it and its READY line."""
+    """Run ``python -m module args`` from the repository root; return it and its READY line.
+
+    The child learns the running test's QUIC engine from ``$PYWEBTRANSPORT_TEST_ENGINE``.
+    """
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -324,7 +331,11 @@ async def start_child(
         *args,
         stdout=asyncio.subprocess.PIPE,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"},
+        env={
+            **os.environ,
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}",
+            CHILD_ENGINE_VARIABLE: current_engine(),
+        },
     )
     assert proc.stdout is not None
     try:

@@ -449,16 +449,19 @@ async def restart_under_peer_client(
     directory: Path,
     trust: Callable[[CertBundle], tuple[str, ...]],
     timeout: float,
+    retry: str | None = None,
 ) -> Restarted:
     """A peer client's ``restart`` scenario on our server (a child process) that is replaced by
     a new one on the same port (SO_REUSEPORT: the port never lacks a listener) with the same
     key, hence the same stateless-reset key, once the peer reported ``connected``.
 
     ``trust`` gives the peer's trust arguments for the certificate made in ``directory``;
-    ``timeout`` bounds the wait for the end of the session after the restart.
+    ``timeout`` bounds the wait for the end of the session after the restart; ``retry`` is
+    both servers' ``ServerConfig.retry`` (None: the default).
     """
+    extra = () if retry is None else (retry,)
     first, line = await start_child(
-        "tests.server_process", str(directory), "0", timeout=CHILD_TIMEOUT
+        "tests.server_process", str(directory), "0", *extra, timeout=CHILD_TIMEOUT
     )
     children = [first]
     port = line.split()[1].decode()
@@ -469,7 +472,7 @@ async def restart_under_peer_client(
             if "error" in connected:
                 raise handle.fail(f"scenario restart failed: {connected['error']}")
             new, _ = await start_child(
-                "tests.server_process", str(directory), port, timeout=CHILD_TIMEOUT
+                "tests.server_process", str(directory), port, *extra, timeout=CHILD_TIMEOUT
             )
             children.append(new)
             first.send_signal(signal.SIGKILL)

@@ -995,6 +995,7 @@ async def test_aiopquic_session_ends_promptly_when_our_server_restarts(
             tmp_path,
             lambda cert: ("--ca", str(cert.certfile)),
             timeout=TEST_TIMEOUT,
+            retry=QH3_SERVER_CONFIG["retry"] if current_engine() == "qh3" else None,
         )
     report(f"aiopquic: {seen}")
     assert seen.connected == {"connected": True}
