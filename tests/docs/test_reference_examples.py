@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-PAGES = ["messaging.md", "pubsub.md", "session.md"]
+PAGES = ["getting-started.md", "messaging.md", "pubsub.md", "session.md"]
 RUN_TIMEOUT = 60.0
 
 

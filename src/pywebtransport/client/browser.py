@@ -106,9 +106,10 @@ class WebTransportBrowser(AsyncLifecycle):
 
         Raises:
             ClientError: the browser is not entered, or closed.
-            ConfigurationError, pywebtransport.TimeoutError, HandshakeError,
-                pywebtransport.ConnectionError: the connect failed; history, position and
-                current session are as before the call.
+            WebTransportError: the connect failed (``ConfigurationError``,
+                ``pywebtransport.TimeoutError``, ``HandshakeError`` or
+                ``pywebtransport.ConnectionError``); history, position and current session are
+                as before the call.
         """
         self._check_usable()
         key = parse_url(url).key
