@@ -40,6 +40,7 @@ from pywebtransport.protocol.quic import (
     EngineStreamData,
     EngineStreamReset,
     EngineTerminated,
+    PathStats,
 )
 from pywebtransport.protocol.session import SessionPhase
 from pywebtransport.protocol.settings import LocalLimits, build_settings, encode_settings
@@ -56,6 +57,7 @@ class MemoryEngine:
     """A :class:`~pywebtransport.protocol.quic.QuicEngine` for a server, without packets."""
 
     is_client = False
+    exact_send_buffered = True
 
     def __init__(self) -> None:
         self.pending: list[EngineEvent] = []
@@ -147,6 +149,9 @@ class MemoryEngine:
 
     def smoothed_rtt(self) -> float:
         return 0.01
+
+    def path_stats(self) -> PathStats:
+        return PathStats(smoothed_rtt=0.01)
 
 
 class Harness:

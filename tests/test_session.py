@@ -265,9 +265,9 @@ async def test_finished_streams_are_forgotten(
         back = await session.accept_unidirectional_stream()
         assert await back.read_all() == b"uni"
         # Every stream ended both ways: neither the session nor the connection keeps them.
-        assert session.get_stats()["active_streams"] == 0
+        assert session.stats["active_streams"] == 0
         assert not session._conn._streams
-        assert session.get_stats()["streams_opened"] == 21
+        assert session.stats["streams_opened"] == 21
 
 
 async def test_outgoing_datagram_queue_is_bounded_and_counted(

@@ -30,8 +30,15 @@ from .exceptions import (
     WebTransportError,
 )
 from .server import ServerApp, WebTransportServer
-from .session import SessionState, WebTransportSession
-from .stream import WebTransportReceiveStream, WebTransportSendStream, WebTransportStream
+from .session import DatagramStats, SessionState, SessionStats, WebTransportSession
+from .stream import (
+    ReceiveStreamStats,
+    SendStreamStats,
+    StreamStats,
+    WebTransportReceiveStream,
+    WebTransportSendStream,
+    WebTransportStream,
+)
 
 __version__ = "0.1.0"
 
@@ -42,15 +49,20 @@ __all__ = [
     "ConfigurationError",
     "ConnectionError",
     "DatagramError",
+    "DatagramStats",
     "FlowControlError",
     "HandshakeError",
     "ProtocolError",
+    "ReceiveStreamStats",
+    "SendStreamStats",
     "ServerApp",
     "ServerConfig",
     "ServerError",
     "SessionError",
     "SessionState",
+    "SessionStats",
     "StreamError",
+    "StreamStats",
     "TimeoutError",
     "WebTransportClient",
     "WebTransportDatagramTransport",

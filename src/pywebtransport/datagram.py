@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class DatagramStats:
+class _DatagramCounters:
     """Datagram counters of one session."""
 
     sent: int = 0
@@ -47,7 +47,7 @@ class WebTransportDatagramTransport:
         self._queue_size = queue_size
         self._waiter: asyncio.Future[None] | None = None
         self._closed_error: Exception | None = None
-        self._stats = DatagramStats()
+        self._stats = _DatagramCounters()
         self._send = self._conn.protocol.send_datagram
         self._session_id = session.session_id
 

@@ -47,7 +47,7 @@ class SessionState(Enum):
 
 
 @dataclass
-class SessionStats:
+class _SessionCounters:
     """Counters of one session (times are ``time.monotonic()`` values)."""
 
     created_at: float = 0.0
@@ -57,6 +57,82 @@ class SessionStats:
     streams_accepted: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatagramStats:
+    """A session's datagram losses, shaped like the W3C ``WebTransportDatagramStats``.
+
+    Attributes:
+        dropped_incoming: datagrams that arrived while the receive queue
+            (``datagram_queue_size``) was full: the oldest queued one was dropped for each.
+        dropped_outgoing: datagrams dropped from the connection's send queue because it was
+            full when this session sent one (``datagrams.send()``); the dropped ones may be of
+            any session on the connection.
+        expired_outgoing: always 0: outgoing datagrams have no maximum age here, so none
+            expires (a full send queue drops the oldest instead: ``dropped_outgoing``).
+        lost_outgoing: always None: QUIC does not retransmit DATAGRAM frames and neither
+            engine reports which of them were in a lost packet.
+    """
+
+    dropped_incoming: int = 0
+    dropped_outgoing: int = 0
+    expired_outgoing: int = 0
+    lost_outgoing: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionStats:
+    """A snapshot of a session's statistics, shaped like the W3C ``WebTransportConnectionStats``.
+
+    The packet, byte, loss and RTT figures are those of the QUIC connection that carries the
+    session: sessions pooled on one connection share them. Packets are UDP datagrams and bytes
+    their payloads (QUIC headers, retransmissions and acknowledgements included). A figure the
+    QUIC engine cannot tell is None (see docs/architecture.md, the QUIC engines).
+
+    Attributes:
+        timestamp: when the snapshot was taken (``time.time()``).
+        bytes_sent, packets_sent: sent on the connection.
+        bytes_lost, packets_lost: sent on the connection and declared lost by loss recovery.
+        bytes_received, packets_received: received on the connection.
+        smoothed_rtt, rtt_variation, min_rtt: the connection's RTT estimates (RFC 9002 5),
+            in seconds; None before the first RTT sample.
+        estimated_send_rate: the congestion window over the smoothed RTT, in bits per second
+            (None before an RTT sample): what congestion control lets the connection send.
+        datagrams: the session's datagram losses.
+        streams_opened_local, streams_opened_remote: the session's streams opened by this
+            side, and by the peer.
+        stream_bytes_sent, stream_bytes_received: the session's stream payload bytes handed
+            to QUIC and delivered by it.
+        datagrams_sent, datagrams_received: the session's datagrams queued for sending and
+            received (those later dropped included).
+    """
+
+    timestamp: float
+    bytes_sent: int
+    packets_sent: int
+    bytes_lost: int | None
+    packets_lost: int | None
+    bytes_received: int
+    packets_received: int
+    smoothed_rtt: float | None
+    rtt_variation: float | None
+    min_rtt: float | None
+    estimated_send_rate: float | None
+    datagrams: DatagramStats
+    streams_opened_local: int = 0
+    streams_opened_remote: int = 0
+    stream_bytes_sent: int = 0
+    stream_bytes_received: int = 0
+    datagrams_sent: int = 0
+    datagrams_received: int = 0
+
+
+def estimated_send_rate(congestion_window: int | None, smoothed_rtt: float | None) -> float | None:
+    """Bits per second the congestion window allows at the smoothed RTT (None: unknown)."""
+    if congestion_window is None or not smoothed_rtt or smoothed_rtt <= 0:
+        return None
+    return congestion_window * 8 / smoothed_rtt
 
 
 def _closed_error(session_id: int, code: int, reason: str, by_peer: bool | None) -> SessionError:
@@ -112,7 +188,7 @@ class WebTransportSession(EventEmitter):
         self._ready = conn.loop.create_future()
         self._closed = conn.loop.create_future()
         self._datagrams: WebTransportDatagramTransport | None = None
-        self._stats = SessionStats(created_at=time.monotonic())
+        self._stats = _SessionCounters(created_at=time.monotonic())
         self._response_status = 200  # server: what accept_session answers (set_response)
         self._response_headers: list[tuple[str, str]] = []
         self.path_params: dict[str, str] = {}
@@ -187,10 +263,6 @@ class WebTransportSession(EventEmitter):
 
     @property
     def stats(self) -> dict[str, Any]:
-        """Counters and times (see :meth:`get_stats`)."""
-        return self.get_stats()
-
-    def get_stats(self) -> dict[str, Any]:
         """Counters: streams, bytes, datagrams, RTT and the created/ready/closed times."""
         out = asdict(self._stats)
         out["rtt"] = self._conn.protocol.smoothed_rtt()
@@ -198,6 +270,49 @@ class WebTransportSession(EventEmitter):
             out["datagrams"] = self._datagrams.stats
         out["active_streams"] = len(self._streams)
         return out
+
+    def get_stats(self) -> SessionStats:
+        """A snapshot of the session's statistics (see :class:`SessionStats`).
+
+        A plain method, not a coroutine as the browser's ``getStats()``: every figure is in
+        this process, read without waiting. It works after the session closed too (the
+        connection's figures then stop moving once the connection is gone).
+        """
+        path = self._conn.protocol.path_stats()
+        counters = self._stats
+        transport = self._datagrams
+        datagrams = None if transport is None else transport._stats
+        smoothed = path.smoothed_rtt
+        min_rtt = path.min_rtt
+        if min_rtt is not None and smoothed is not None and min_rtt > smoothed:
+            # aioquic floors its minimum at 1 ms but starts the smoothed estimate from the
+            # first sample unfloored; RFC 9002's minimum never exceeds the smoothed RTT.
+            min_rtt = smoothed
+        return SessionStats(
+            timestamp=time.time(),
+            bytes_sent=path.bytes_sent,
+            packets_sent=path.packets_sent,
+            bytes_lost=path.bytes_lost,
+            packets_lost=path.packets_lost,
+            bytes_received=path.bytes_received,
+            packets_received=path.packets_received,
+            smoothed_rtt=smoothed,
+            rtt_variation=path.rtt_variation,
+            min_rtt=min_rtt,
+            estimated_send_rate=estimated_send_rate(path.congestion_window, smoothed),
+            datagrams=DatagramStats()
+            if datagrams is None
+            else DatagramStats(
+                dropped_incoming=datagrams.dropped_incoming,
+                dropped_outgoing=datagrams.dropped_outgoing,
+            ),
+            streams_opened_local=counters.streams_opened,
+            streams_opened_remote=counters.streams_accepted,
+            stream_bytes_sent=counters.bytes_sent,
+            stream_bytes_received=counters.bytes_received,
+            datagrams_sent=0 if datagrams is None else datagrams.sent,
+            datagrams_received=0 if datagrams is None else datagrams.received,
+        )
 
     def __repr__(self) -> str:
         return (

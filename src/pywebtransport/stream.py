@@ -12,8 +12,10 @@ credit is respected, so ``write()`` waits while the peer does not keep up.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .events import EventEmitter, EventType
@@ -24,6 +26,49 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from .session import WebTransportSession
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendStreamStats:
+    """A snapshot of a stream's sending side, shaped like the W3C ``WebTransportSendStreamStats``.
+
+    Attributes:
+        timestamp: when the snapshot was taken (``time.time()``).
+        bytes_written: payload bytes passed to ``write()`` (a cancelled or failed write's
+            whole payload included).
+        bytes_sent: payload bytes handed to QUIC (``bytes_written`` minus what still waits
+            for send capacity or was never handed over).
+        bytes_acknowledged: payload bytes the peer acknowledged, from the start of the
+            stream; None when the QUIC engine cannot tell (qh3). After a reset it counts as
+            acknowledged what the engine no longer keeps.
+    """
+
+    timestamp: float
+    bytes_written: int = 0
+    bytes_sent: int = 0
+    bytes_acknowledged: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReceiveStreamStats:
+    """A snapshot of a stream's receiving side, shaped like the W3C
+    ``WebTransportReceiveStreamStats``.
+
+    Attributes:
+        timestamp: when the snapshot was taken (``time.time()``).
+        bytes_received: payload bytes QUIC delivered, in order (read or not).
+        bytes_read: payload bytes the application read (``bytes_received`` minus what is
+            buffered).
+    """
+
+    timestamp: float
+    bytes_received: int = 0
+    bytes_read: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamStats(SendStreamStats, ReceiveStreamStats):
+    """A bidirectional stream's snapshot: both sides' figures (see the two it derives from)."""
 
 
 def payload_bytes(data: object, method: str) -> bytes:
@@ -184,6 +229,14 @@ class WebTransportReceiveStream(_StreamBase):
     def is_closed(self) -> bool:
         """True when nothing more can be read (end of stream read, reset or stopped)."""
         return (self._eof and not self._chunks) or self._read_error is not None or self._stopped
+
+    def get_stats(self) -> ReceiveStreamStats:
+        """A snapshot of the bytes received and read (see :class:`ReceiveStreamStats`)."""
+        return ReceiveStreamStats(
+            timestamp=time.time(),
+            bytes_received=self._received,
+            bytes_read=self._received - self._buffered,
+        )
 
     async def _wait_readable(self) -> None:
         if self._read_waiter is not None:
@@ -364,6 +417,7 @@ class WebTransportSendStream(_StreamBase):
         super().__init__(session, stream_id)
         self._send_closed = False  # FIN or reset sent
         self._bytes_written = 0  # handed to QUIC by write()
+        self._bytes_accepted = 0  # passed to write()
         self._write_error: Exception | None = None
         self._write_waiter: asyncio.Future[None] | None = None
         self._send_done: asyncio.Future[None] = self._conn.loop.create_future()
@@ -410,6 +464,16 @@ class WebTransportSendStream(_StreamBase):
         """Bytes handed to QUIC so far; when a ``write()`` is cancelled, it tells how far it got."""
         return self._bytes_written
 
+    def get_stats(self) -> SendStreamStats:
+        """A snapshot of the bytes written, sent and acknowledged (see :class:`SendStreamStats`)."""
+        sent = self._bytes_written
+        return SendStreamStats(
+            timestamp=time.time(),
+            bytes_written=self._bytes_accepted,
+            bytes_sent=sent,
+            bytes_acknowledged=self._conn.protocol.send_acknowledged(self._stream_id, sent),
+        )
+
     async def write(
         self, data: bytes | bytearray | memoryview, *, end_stream: bool = False
     ) -> None:
@@ -425,6 +489,7 @@ class WebTransportSendStream(_StreamBase):
         self._check_writable()
         protocol = self._conn.protocol
         view = payload_bytes(data, "write()")
+        self._bytes_accepted += len(view)
         while True:
             if view:
                 capacity = protocol.send_capacity(self._stream_id)
@@ -509,6 +574,18 @@ class WebTransportStream(WebTransportReceiveStream, WebTransportSendStream):
         """True when both directions have ended."""
         receive_closed = (self._eof and not self._chunks) or self._read_error is not None
         return (receive_closed or self._stopped) and self._send_done.done()
+
+    def get_stats(self) -> StreamStats:
+        """A snapshot of both sides (see :class:`StreamStats`)."""
+        send = WebTransportSendStream.get_stats(self)
+        return StreamStats(
+            timestamp=send.timestamp,
+            bytes_written=send.bytes_written,
+            bytes_sent=send.bytes_sent,
+            bytes_acknowledged=send.bytes_acknowledged,
+            bytes_received=self._received,
+            bytes_read=self._received - self._buffered,
+        )
 
     async def __aenter__(self) -> WebTransportStream:
         return self

@@ -499,7 +499,7 @@ async def test_client_flow_control_small_windows(
         writer = asyncio.ensure_future(stream.write(payload, end_stream=True))
         echoed = await stream.read_all()
         await writer
-        stats = session.get_stats()
+        stats = session.stats
         await session.close()
         observed = await server.result()
     assert echoed == payload

@@ -83,7 +83,17 @@ CONNECTION_INTERNALS = {
     "_peer_cid": ("cid", "stateless_reset_token"),
     "_peer_cid_available": (),
     "_remote_max_datagram_frame_size": (),
-    "_loss": ("_rtt_smoothed", "_cc", "_on_packets_lost", "on_packet_sent", "get_probe_timeout"),
+    "_loss": (
+        "_rtt_smoothed",
+        "_cc",
+        "_on_packets_lost",
+        "on_packet_sent",
+        "get_probe_timeout",
+        # path_stats: the RTT estimates
+        "_rtt_variance",
+        "_rtt_min",
+        "_rtt_initialized",
+    ),
     "_QuicConnection__frame_handlers": (),
     # path MTU discovery: the probe's packet and the packet size
     "_max_datagram_size": (),
@@ -128,6 +138,12 @@ def test_canaries_for_every_aioquic_internal_the_engine_touches(tmp_path: Path) 
             assert isinstance(space.sent_packets, dict)
         assert hasattr(quic.tls, "_peer_certificate")
         assert callable(quic._loss._cc.on_packet_acked)
+        assert isinstance(quic._loss._cc.congestion_window, int)
+        assert quic._loss._rtt_initialized is True  # a sample was taken (path_stats)
+        assert 0 < quic._loss._rtt_min < float("inf")
+        assert {"packets", "now"} <= set(
+            inspect.signature(type(quic._loss)._on_packets_lost).parameters
+        )
         path = set(dir(quic._network_paths[0]))
         assert {"addr", "bytes_sent", "is_validated", "remote_challenges"} <= path
         assert "local_challenge_sent" in path

@@ -117,6 +117,7 @@ CORE_MEMBERS = (
     "smoothed_rtt",
     "active_path",
     "outstanding_application_packets",
+    "loss_total",
     "state",
     "install_packet_key",
 )
@@ -151,6 +152,8 @@ def test_canaries_for_every_qh3_internal_the_engine_touches(tmp_path: Path) -> N
         assert isinstance(quic._tls.tls.handshake_extensions, list)
         assert len(quic._core.active_path) == 6
         assert quic._core.state == "connected"
+        assert isinstance(quic._core.loss_total, int)  # path_stats: packets lost
+        assert isinstance(quic._core.congestion_window, int)
         assert quic._remote_max_datagram_frame_size == 65536
         # The peer's max_udp_payload_size as the core read it: lowered to our ceiling.
         peer = quic._tls.remote_transport_parameters

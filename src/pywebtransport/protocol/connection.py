@@ -46,6 +46,7 @@ from .quic import (
     EngineStreamData,
     EngineStreamReset,
     EngineTerminated,
+    PathStats,
     QuicEngine,
 )
 from .session import SessionPhase, SessionState
@@ -551,6 +552,18 @@ class WebTransportProtocol(Http3Layer):
     def smoothed_rtt(self) -> float:
         """The connection's smoothed round-trip time, in seconds."""
         return self.engine.smoothed_rtt()
+
+    def path_stats(self) -> PathStats:
+        """What the engine counts of the connection's network path (bytes, packets, RTT)."""
+        return self.engine.path_stats()
+
+    def send_acknowledged(self, stream_id: int, sent: int) -> int | None:
+        """Of the ``sent`` payload bytes handed to :meth:`send_stream_data` for ``stream_id``,
+        how many the peer acknowledged; None when the engine cannot tell (its
+        ``send_buffered`` is only an upper bound)."""
+        if not self.engine.exact_send_buffered:
+            return None
+        return max(0, sent - self.engine.send_buffered(stream_id))
 
     def peer_certificate_der(self) -> bytes | None:
         """The peer's certificate (DER) once the handshake is done; None before or without."""

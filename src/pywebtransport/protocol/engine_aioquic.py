@@ -2,7 +2,8 @@
 
 This module is the only one that touches aioquic's connection, including the private attributes
 needed for real backpressure, receive credit that follows consumption, the datagram size limit,
-connection-ID control, stateless-reset detection and path MTU discovery; each such access is
+connection-ID control, stateless-reset detection, path MTU discovery and statistics (RTT
+estimates, congestion window, packets lost); each such access is
 marked ``# aioquic internals`` and has a canary test (tests/protocol/test_engine_aioquic.py).
 
 Path MTU discovery: aioquic has none (every packet is ``max_datagram_size`` bytes). The engine
@@ -50,7 +51,9 @@ from .quic import (
     EngineStreamData,
     EngineStreamReset,
     EngineTerminated,
+    PathStats,
     QuicSettings,
+    Traffic,
 )
 from .session import grant_due
 
@@ -308,11 +311,18 @@ class AioquicEngine:
         self._probe_number = -1  # packet number of the probe out (-1: none)
         self._path: Any = None  # the network path the path MTU was found on
         self._path_mtu: PathMtuSearch | None = None
+        # What crossed the network path: UDP datagrams and their payload bytes, and what
+        # aioquic's loss recovery declared lost (see path_stats).
+        self._traffic = Traffic()
+        self._lost = [0, 0]  # packets, bytes
+        self._count_losses()
         if max_path_udp_payload is not None and max_path_udp_payload > self._max_udp_payload:
             self._path_mtu = PathMtuSearch(self._max_udp_payload, max_path_udp_payload)
             self._quic.path_mtu = self._path_mtu
             self._watch_losses()
         _share_frame_handlers(self._quic)
+
+    exact_send_buffered = True  # send_buffered: aioquic's own unacknowledged range
 
     @property
     def host_cid(self) -> bytes:
@@ -360,6 +370,7 @@ class AioquicEngine:
             self._extra.append(EngineTerminated(STATELESS_RESET_CODE, "stateless reset", True))
             return
         self._now = now
+        self._traffic.received(data)
         self._quic.receive_datagram(data, addr, now=now)
 
     def receive_datagrams(self, batch: list[tuple[bytes, Address]], now: float) -> None:
@@ -373,12 +384,19 @@ class AioquicEngine:
                 self._terminated = True
                 self._extra.append(EngineTerminated(STATELESS_RESET_CODE, "stateless reset", True))
                 return
+            self._traffic.received(data)
             receive(data, addr, now=now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """UDP payloads to transmit now."""
         if self._terminated:
             return []
+        out = self._datagrams_to_send(now)
+        if out:
+            self._traffic.sent(out)
+        return out
+
+    def _datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         if self._trim_pending:
             self._trim_handshake_buffers()
         path_mtu = self._path_mtu
@@ -775,6 +793,43 @@ class AioquicEngine:
     def smoothed_rtt(self) -> float:
         """The current smoothed round-trip time estimate, in seconds."""
         return float(self._quic._loss._rtt_smoothed)  # aioquic internals
+
+    def path_stats(self) -> PathStats:
+        """Bytes and packets sent, received and lost, the RTT estimates and the congestion
+        window (aioquic's loss recovery keeps the last two; the engine counts the rest)."""
+        loss = self._quic._loss  # aioquic internals
+        sampled = bool(loss._rtt_initialized)  # aioquic internals
+        return PathStats(
+            bytes_sent=self._traffic.bytes_sent,
+            packets_sent=self._traffic.packets_sent,
+            bytes_received=self._traffic.bytes_received,
+            packets_received=self._traffic.packets_received,
+            packets_lost=self._lost[0],
+            bytes_lost=self._lost[1],
+            smoothed_rtt=float(loss._rtt_smoothed) if sampled else None,  # aioquic internals
+            rtt_variation=float(loss._rtt_variance) if sampled else None,  # aioquic internals
+            min_rtt=float(loss._rtt_min) if sampled else None,  # aioquic internals
+            congestion_window=int(loss._cc.congestion_window),  # aioquic internals
+        )
+
+    def _count_losses(self) -> None:
+        """Count the packets (and their bytes) aioquic's loss recovery declares lost.
+
+        A hook on the pass that declares them (``_on_packets_lost``, also run when a PTO sends
+        the oldest packets again, which aioquic counts as lost); set before path MTU
+        discovery's own hook, which wraps it.
+        """
+        loss = self._quic._loss  # aioquic internals
+        declare_lost = loss._on_packets_lost  # aioquic internals
+        lost = self._lost
+
+        def on_packets_lost(*, packets: Sequence[Any], now: float, **kwargs: Any) -> None:
+            declare_lost(packets=packets, now=now, **kwargs)
+            lost[0] += len(packets)
+            for packet in packets:
+                lost[1] += packet.sent_bytes
+
+        loss._on_packets_lost = on_packets_lost  # type: ignore[method-assign, assignment]
 
     def _is_stateless_reset(self, data: bytes) -> bool:
         """True when ``data`` ends with a stateless reset token the peer gave us."""

@@ -74,7 +74,10 @@ engine remembers the stores it read (:func:`remember_trust_stores`), keyed by th
 size, modification time and inode, so a connection costs what the check itself costs.
 
 Also given: certificate pinning (:meth:`Qh3Engine.peer_certificate_der`, from qh3's public
-``get_peercert``) and :meth:`Qh3Engine.smoothed_rtt` (the core's estimate). Handshake-buffer
+``get_peercert``) and :meth:`Qh3Engine.smoothed_rtt` (the core's estimate). Statistics
+(:meth:`Qh3Engine.path_stats`): partly given; the engine counts bytes and packets, and the core
+tells packets lost, the smoothed RTT and the congestion window, but not the RTT variation, the
+minimum RTT or the bytes lost. Handshake-buffer
 trimming has nothing to do: qh3's core discards the Initial and Handshake state itself.
 Congestion control is always CUBIC (qh3 has no choice; ``congestion_control`` is ignored).
 
@@ -128,7 +131,9 @@ from .quic import (
     EngineStreamData,
     EngineStreamReset,
     EngineTerminated,
+    PathStats,
     QuicSettings,
+    Traffic,
     file_stamp,
 )
 from .wire import H3ErrorCode
@@ -432,6 +437,10 @@ class Qh3Engine:
         self._blocked: dict[int, list[tuple[int, Any, bool]]] = {}
         self._last_blocked = {False: -1, True: -1}  # the highest blocked stream ID, by kind
         self._deferred_close: tuple[int, str] | None = None
+        # What crossed the network path: UDP datagrams and their payload bytes (path_stats).
+        self._traffic = Traffic()
+
+    exact_send_buffered = False  # send_buffered: an upper bound (see the module docstring)
 
     @property
     def host_cid(self) -> bytes:
@@ -472,6 +481,7 @@ class Qh3Engine:
             return
         if self._peer_cid_length is None:
             self._learn_peer_cid_length(data)
+        self._traffic.received(data)
         self._dirty = True
         self._quic.receive_datagram(data, addr, now=now)
         self._drain(receiving=True)
@@ -490,7 +500,10 @@ class Qh3Engine:
             while end < len(batch) and batch[end][1] == addr:
                 end += 1
             self._dirty = True
-            quic.receive_many_datagrams([data for data, _ in batch[start:end]], addr, now=now)
+            datagrams = [data for data, _ in batch[start:end]]
+            for data in datagrams:
+                self._traffic.received(data)
+            quic.receive_many_datagrams(datagrams, addr, now=now)
             self._drain(receiving=True)
             start = end
 
@@ -535,6 +548,8 @@ class Qh3Engine:
                 out += self._poll(now)
                 self._dirty = True
         self._drain(receiving=False)
+        if out:
+            self._traffic.sent(out)
         return out
 
     def _poll(self, now: float) -> list[tuple[bytes, Address]]:
@@ -938,6 +953,22 @@ class Qh3Engine:
         core = self._quic._core  # qh3 internals
         rtt = None if core is None else core.smoothed_rtt
         return 0.0 if rtt is None else float(rtt)
+
+    def path_stats(self) -> PathStats:
+        """Bytes and packets sent and received (counted by the engine), and what qh3's core
+        tells: packets lost, the smoothed RTT and the congestion window. qh3 exposes neither
+        the RTT variation, nor the minimum RTT, nor the bytes lost: those are None."""
+        core = self._quic._core  # qh3 internals
+        rtt = None if core is None else core.smoothed_rtt  # qh3 internals
+        return PathStats(
+            bytes_sent=self._traffic.bytes_sent,
+            packets_sent=self._traffic.packets_sent,
+            bytes_received=self._traffic.bytes_received,
+            packets_received=self._traffic.packets_received,
+            packets_lost=0 if core is None else int(core.loss_total),  # qh3 internals
+            smoothed_rtt=None if rtt is None else float(rtt),
+            congestion_window=None if core is None else int(core.congestion_window),
+        )
 
 
 def qh3_configuration(settings: QuicSettings) -> QuicConfiguration:

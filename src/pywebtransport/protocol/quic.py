@@ -81,6 +81,55 @@ EngineEvent = (
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PathStats:
+    """What the engine knows of its connection's network path (:meth:`QuicEngine.path_stats`).
+
+    Packets are UDP datagrams and bytes their payloads, counted by the engine as it sends and
+    receives them (a datagram coalescing several QUIC packets, as in the handshake, counts
+    once). A figure the engine cannot tell is None.
+
+    Attributes:
+        bytes_sent, packets_sent: UDP payload bytes and datagrams sent (retransmissions too).
+        bytes_received, packets_received: UDP payload bytes and datagrams received.
+        bytes_lost, packets_lost: bytes and packets loss recovery declared lost.
+        smoothed_rtt, rtt_variation, min_rtt: RFC 9002 5.3, in seconds; None before the first
+            RTT sample.
+        congestion_window: the congestion controller's window, in bytes.
+    """
+
+    bytes_sent: int = 0
+    packets_sent: int = 0
+    bytes_received: int = 0
+    packets_received: int = 0
+    bytes_lost: int | None = None
+    packets_lost: int | None = None
+    smoothed_rtt: float | None = None
+    rtt_variation: float | None = None
+    min_rtt: float | None = None
+    congestion_window: int | None = None
+
+
+@dataclass(slots=True)
+class Traffic:
+    """UDP datagrams and payload bytes an engine sent and received (for :class:`PathStats`)."""
+
+    packets_sent: int = 0
+    bytes_sent: int = 0
+    packets_received: int = 0
+    bytes_received: int = 0
+
+    def sent(self, out: list[tuple[bytes, Address]]) -> None:
+        """Count the datagrams of one transmit round."""
+        self.packets_sent += len(out)
+        self.bytes_sent += sum(len(data) for data, _ in out)
+
+    def received(self, data: bytes) -> None:
+        """Count one received datagram."""
+        self.packets_received += 1
+        self.bytes_received += len(data)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class QuicSettings:
     """One endpoint's QUIC configuration, the same for every engine.
 
@@ -124,9 +173,14 @@ class QuicSettings:
 
 
 class QuicEngine(Protocol):
-    """What the WebTransport core needs from a QUIC implementation. All calls are sans-I/O."""
+    """What the WebTransport core needs from a QUIC implementation. All calls are sans-I/O.
+
+    ``exact_send_buffered`` tells whether :meth:`send_buffered` is a stream's exact count of
+    unacknowledged bytes (True) or only an upper bound (False).
+    """
 
     is_client: bool
+    exact_send_buffered: bool
 
     def connect(self, addr: Address, now: float) -> None: ...
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None: ...
@@ -152,6 +206,7 @@ class QuicEngine(Protocol):
     def close(self, error_code: int, reason: str) -> None: ...
     def peer_certificate_der(self) -> bytes | None: ...
     def smoothed_rtt(self) -> float: ...
+    def path_stats(self) -> PathStats: ...
     @property
     def is_closed(self) -> bool: ...
 

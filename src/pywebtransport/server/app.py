@@ -293,7 +293,7 @@ def _log_access(session: WebTransportSession, status: int | None) -> None:
     """
     if not access_logger.isEnabledFor(logging.INFO):
         return
-    stats = session.get_stats()
+    stats = session.stats
     datagrams = stats.get("datagrams") or {}
     sent = stats["bytes_sent"] + datagrams.get("bytes_sent", 0)
     received = stats["bytes_received"] + datagrams.get("bytes_received", 0)
