@@ -29,7 +29,7 @@ check "install redis-server" bash scripts/install-debian-package.sh redis-server
 check "peers virtualenv (Python 3.12)" bash scripts/peers-venv.sh
 check "ruff check" "$bin/ruff" check .
 check "ruff format" "$bin/ruff" format --check .
-check "mypy" "$bin/mypy" --strict src tests
+check "mypy" "$bin/mypy" --strict src tests examples
 
 echo "==> pytest: $bin/pytest $*" >&2
 pytest_status=0
