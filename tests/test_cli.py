@@ -456,3 +456,21 @@ async def test_workers_write_the_access_log_with_verbose(tmp_path: Path) -> None
     access = [line for line in log.splitlines() if "pywebtransport.access" in line]
     assert len(access) == 1, log
     assert '"/echo" 200' in access[0] and "sent=6 received=6" in access[0]
+
+
+async def test_connect_qlog_dir_writes_a_qlog_file(served: Served, tmp_path: Path) -> None:
+    qlog_dir = tmp_path / "qlog"
+    code, _, err = await run_cli(
+        "connect",
+        f"https://127.0.0.1:{served.udp_port}/echo",
+        "--cert-hash",
+        served.hash_hex,
+        "--count",
+        "1",
+        "--qlog-dir",
+        str(qlog_dir),
+    )
+    assert code == 0, err
+    files = list(qlog_dir.glob("*.qlog"))
+    assert len(files) == 1
+    assert json.loads(files[0].read_text())["traces"][0]["events"]

@@ -69,6 +69,7 @@ def _shared_settings(cfg: ClientConfig | ServerConfig) -> QuicSettings:
         keyfile=cfg.keyfile,
         key_log=key_log_file(),  # only when SSLKEYLOGFILE is set
         congestion_control=cfg.congestion_control,
+        qlog_dir=cfg.qlog_dir,
     )
 
 

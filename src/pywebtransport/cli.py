@@ -124,6 +124,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="QUIC engine: aioquic (the default) or qh3 (faster; pip install "
         "pywebtransport[fast]; see docs/architecture.md)",
     )
+    serve.add_argument(
+        "--qlog-dir",
+        metavar="DIR",
+        help="write one qlog file per QUIC connection into DIR (created if missing)",
+    )
     # Hidden, for tests: when to replace a generated certificate, and its validity.
     serve.add_argument(
         "--rotate-after", type=_positive_float, default=12 * 86400.0, help=argparse.SUPPRESS
@@ -141,6 +146,11 @@ def _build_parser() -> argparse.ArgumentParser:
     connect.add_argument("--size", type=_positive_int, default=1024, help="payload bytes")
     connect.add_argument(
         "--timeout", type=_positive_float, default=10.0, help="seconds for connect and each step"
+    )
+    connect.add_argument(
+        "--qlog-dir",
+        metavar="DIR",
+        help="write one qlog file per QUIC connection into DIR (created if missing)",
     )
     connect.set_defaults(handler=_run_connect)
 
@@ -349,6 +359,7 @@ async def _serve(args: argparse.Namespace, cert: _Certificate) -> int:
         host=args.host,
         port=args.port,
         broker_url=args.broker,
+        qlog_dir=args.qlog_dir,
         **({} if args.engine is None else {"engine": args.engine}),
     )
     try:
@@ -488,6 +499,7 @@ def _percentile(values: Sequence[float], percent: float) -> float:
 
 def _run_connect(args: argparse.Namespace) -> int:
     config = _client_config(args)
+    config.qlog_dir = args.qlog_dir
     return asyncio.run(_connect(args, config))
 
 

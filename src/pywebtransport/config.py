@@ -166,6 +166,13 @@ def _certificate_hashes(values: object) -> list[bytes | str]:
     return digests
 
 
+def _check_qlog_dir(value: object) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigurationError(
+            f"qlog_dir is a directory path or None, got {value!r}", field="qlog_dir"
+        )
+
+
 def _check_engine(value: object) -> None:
     if value not in ("aioquic", "qh3"):
         raise ConfigurationError(f"engine is 'aioquic' or 'qh3', got {value!r}", field="engine")
@@ -232,6 +239,8 @@ class ClientConfig(_ConfigBase):
         engine: the QUIC implementation: ``"aioquic"`` (the default) or ``"qh3"`` (faster;
             ``pip install pywebtransport[fast]``; what it cannot guarantee is in
             docs/architecture.md).
+        qlog_dir: a directory (created if missing) receiving one qlog file per QUIC
+            connection, written by the engine when the connection ends; None: no qlog.
     """
 
     connect_timeout: float = c.DEFAULT_CONNECT_TIMEOUT
@@ -261,9 +270,11 @@ class ClientConfig(_ConfigBase):
     retry_backoff: float = 2.0
     max_retry_delay: float = 30.0
     engine: str = "aioquic"
+    qlog_dir: str | None = None
 
     def __post_init__(self) -> None:
         _check_engine(self.engine)
+        _check_qlog_dir(self.qlog_dir)
         _positive(
             self,
             "connect_timeout",
@@ -354,6 +365,8 @@ class ServerConfig(_ConfigBase):
         engine: the QUIC implementation: ``"aioquic"`` (the default) or ``"qh3"`` (faster;
             ``pip install pywebtransport[fast]``; what it cannot guarantee is in
             docs/architecture.md).
+        qlog_dir: a directory (created if missing) receiving one qlog file per QUIC
+            connection, written by the engine when the connection ends; None: no qlog.
     """
 
     host: str = "127.0.0.1"
@@ -387,9 +400,11 @@ class ServerConfig(_ConfigBase):
     stateless_reset_key: bytes | None = None
     broker_url: str | None = None
     engine: str = "aioquic"
+    qlog_dir: str | None = None
 
     def __post_init__(self) -> None:
         _check_engine(self.engine)
+        _check_qlog_dir(self.qlog_dir)
         _check_protocols(self.protocols)
         if self.broker_url is not None and (
             not isinstance(self.broker_url, str)

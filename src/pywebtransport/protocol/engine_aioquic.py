@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionAdapter, QuicConnectionState
 from aioquic.quic.crypto import CryptoPair
+from aioquic.quic.logger import QuicFileLogger
 from aioquic.quic.packet import (
     QuicErrorCode,
     QuicFrameType,
@@ -300,6 +302,7 @@ class AioquicEngine:
         self._max_udp_payload = configuration.max_datagram_size
         self._closed_locally = False
         self._terminated = False
+        self._qlog = configuration.quic_logger is not None
         self._extra: list[EngineEvent] = []
         self._ping_uid = 0
         self._reset_tokens: frozenset[bytes] = frozenset()
@@ -394,6 +397,8 @@ class AioquicEngine:
         out = self._datagrams_to_send(now)
         if out:
             self._traffic.sent(out)
+        if self._qlog and self.is_closed:
+            self._end_qlog()
         return out
 
     def _datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
@@ -476,6 +481,16 @@ class AioquicEngine:
             if self._path_mtu is not None:
                 self._path_mtu.on_timer(now)  # a probe out too long is lost
 
+    def _end_qlog(self) -> None:
+        """Write the connection's qlog trace now: a closing connection is dropped before
+        aioquic would end the trace itself (after its draining period)."""
+        quic = self._quic
+        trace = quic._quic_logger  # aioquic internals
+        logger = quic._configuration.quic_logger  # aioquic internals
+        if trace is not None and logger is not None:
+            quic._quic_logger = None  # aioquic internals
+            logger.end_trace(trace)
+
     def pop_events(self) -> list[EngineEvent]:
         """Return the events produced since the last call, oldest first."""
         out: list[EngineEvent] = self._extra
@@ -485,6 +500,8 @@ class AioquicEngine:
             converted = self._convert(event)
             if converted is not None:
                 out.append(converted)
+        if self._qlog and self.is_closed:
+            self._end_qlog()
         return out
 
     def _convert(self, event: qe.QuicEvent) -> EngineEvent | None:
@@ -870,6 +887,9 @@ def aioquic_configuration(settings: QuicSettings) -> QuicConfiguration:
     qc.max_stream_data = settings.stream_receive_window
     qc.max_data = settings.connection_receive_window
     qc.secrets_log_file = settings.key_log
+    if settings.qlog_dir is not None:
+        os.makedirs(settings.qlog_dir, exist_ok=True)
+        qc.quic_logger = QuicFileLogger(settings.qlog_dir)  # one .qlog per connection, at its end
     if settings.is_client:
         qc.verify_mode = settings.verify_mode
         if settings.ca_file:

@@ -107,6 +107,7 @@ from qh3.quic import events as qe
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 from qh3.quic.crypto import CIPHER_SUITES, derive_key_iv_hp
+from qh3.quic.logger import QuicFileLogger
 from qh3.quic.tls_bridge import QuicTlsBridge
 from qh3.tls import (
     CipherSuite,
@@ -422,6 +423,7 @@ class Qh3Engine:
         self._peer_bit = 1 if self.is_client else 0  # the initiator bit of the peer's streams
         self._closed_locally = False
         self._terminated = False
+        self._qlog = configuration.quic_logger is not None
         self._events: list[EngineEvent] = []
         self._ping_uid = 0
         self._peer_cid_length: int | None = None
@@ -652,10 +654,22 @@ class Qh3Engine:
             self._quic.handle_timer(now=now)
             self._drain(receiving=False)
 
+    def _end_qlog(self) -> None:
+        """Write the connection's qlog trace now: a closing connection is dropped before
+        qh3 would end the trace itself (after its draining period)."""
+        quic = self._quic
+        trace = quic._quic_logger  # qh3 internals
+        logger = quic._configuration.quic_logger  # qh3 internals
+        if trace is not None and logger is not None:
+            quic._quic_logger = None  # qh3 internals
+            logger.end_trace(trace)
+
     def pop_events(self) -> list[EngineEvent]:
         """Return the events produced since the last call, oldest first."""
         self._drain(receiving=False)
         self._enforce_limits()
+        if self._qlog and self.is_closed:
+            self._end_qlog()
         out = self._events
         self._events = []
         return out
@@ -991,6 +1005,9 @@ def qh3_configuration(settings: QuicSettings) -> QuicConfiguration:
         active_connection_id_limit=_ACTIVE_CONNECTION_IDS,
     )
     qc.secrets_log_file = settings.key_log
+    if settings.qlog_dir is not None:
+        os.makedirs(settings.qlog_dir, exist_ok=True)
+        qc.quic_logger = QuicFileLogger(settings.qlog_dir)  # one .qlog per connection, at its end
     if settings.is_client:
         qc.verify_mode = settings.verify_mode
         if settings.ca_file:

@@ -151,6 +151,7 @@ class QuicSettings:
         certfile, keyfile: the certificate chain and private key (PEM files).
         key_log: a file-like sink for TLS secrets (``SSLKEYLOGFILE``), or None.
         congestion_control: ``"reno"`` or ``"cubic"`` (an engine may support only one).
+        qlog_dir: a directory for the engine's qlog files (one per connection), or None.
     """
 
     is_client: bool
@@ -170,6 +171,7 @@ class QuicSettings:
     keyfile: str | None = None
     key_log: Any = None
     congestion_control: str = "reno"
+    qlog_dir: str | None = None
 
 
 class QuicEngine(Protocol):
