@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 import tomllib
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -474,3 +475,42 @@ async def test_connect_qlog_dir_writes_a_qlog_file(served: Served, tmp_path: Pat
     files = list(qlog_dir.glob("*.qlog"))
     assert len(files) == 1
     assert json.loads(files[0].read_text())["traces"][0]["events"]
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def fetch_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        body: bytes = response.read()
+        return body.decode()
+
+
+async def test_serve_exposes_prometheus_metrics(tmp_path: Path) -> None:
+    port = free_tcp_port()
+    served = await start_serve(tmp_path, "--metrics-port", str(port))
+    try:
+        assert f"METRICS http://127.0.0.1:{port}/metrics" in served.lines
+        async with asyncio.timeout(TIMEOUT):
+            text = await asyncio.to_thread(fetch_text, f"http://127.0.0.1:{port}/metrics")
+        lines = text.splitlines()
+        assert "pywebtransport_server_connections_accepted_total 0.0" in lines
+        assert "pywebtransport_server_sessions_active 0.0" in lines
+        served.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(TIMEOUT):
+            assert await served.process.wait() == 0
+    finally:
+        if served.process.returncode is None:
+            served.process.kill()
+            await served.process.wait()
+
+
+def test_serve_refuses_metrics_with_workers(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--workers", "2", "--metrics-port", "9000"])
+    assert exit_info.value.code == 2
+    assert "--metrics-port works with one process only" in capsys.readouterr().err

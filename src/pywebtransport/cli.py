@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from pywebtransport import (
     ClientConfig,
@@ -48,6 +49,7 @@ from pywebtransport import (
 )
 from pywebtransport import exceptions as errors
 from pywebtransport._engine import ENGINES
+from pywebtransport.metrics import register_server
 from pywebtransport.server.certificate import (
     certificate_sha256,
     check_certificate_pair,
@@ -128,6 +130,20 @@ def _build_parser() -> argparse.ArgumentParser:
         "--qlog-dir",
         metavar="DIR",
         help="write one qlog file per QUIC connection into DIR (created if missing)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://METRICS_HOST:PORT/metrics (pip install "
+        "pywebtransport[metrics]; not with --workers above 1)",
+    )
+    serve.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address of the metrics endpoint (default 127.0.0.1)",
     )
     # Hidden, for tests: when to replace a generated certificate, and its validity.
     serve.add_argument(
@@ -248,6 +264,15 @@ class _Certificate:
 def _run_serve(args: argparse.Namespace) -> int:
     if (args.cert is None) != (args.key is None):
         raise _UsageError("--cert and --key go together")
+    if args.metrics_port is not None:
+        if args.workers > 1:
+            raise _UsageError("--metrics-port works with one process only (not with --workers)")
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise _UsageError(
+                "--metrics-port needs prometheus_client: pip install 'pywebtransport[metrics]'"
+            ) from None
     if args.engine is not None:
         try:
             ServerConfig(engine=args.engine)
@@ -367,6 +392,7 @@ async def _serve(args: argparse.Namespace, cert: _Certificate) -> int:
     except (OSError, errors.ServerError) as error:
         return _fail(f"cannot listen on UDP {args.host}:{args.port}: {error}")
     pages = PageServer()
+    metrics_server: WSGIServer | None = None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -379,13 +405,38 @@ async def _serve(args: argparse.Namespace, cert: _Certificate) -> int:
             await pages.start(host=args.host, port=http_port)
         except OSError as error:
             return _fail(f"cannot listen on TCP {args.host}:{http_port}: {error}")
+        if args.metrics_port is not None:
+            assert backend.server is not None  # --workers above 1 was refused
+            try:
+                metrics_server = _start_metrics(args, backend.server)
+            except OSError as error:
+                return _fail(
+                    f"cannot listen on TCP {args.metrics_host}:{args.metrics_port}: {error}"
+                )
         _announce(args, backend, pages.port, format_hash(cert.digest))
         return await _serve_until_stopped(args, backend, cert, stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
         await pages.close()
         await backend.close()
+
+
+def _start_metrics(args: argparse.Namespace, server: WebTransportServer) -> WSGIServer:
+    """Serve ``server.stats`` for Prometheus (on a thread of prometheus_client); say where."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()
+    register_server(server, registry)
+    http_server, _thread = start_http_server(
+        args.metrics_port, addr=args.metrics_host, registry=registry
+    )
+    port = http_server.server_address[1]
+    _say(f"METRICS http://{_display_host(args.metrics_host)}:{port}/metrics")
+    return http_server
 
 
 def _announce(args: argparse.Namespace, backend: _Backend, http_port: int, hex_hash: str) -> None:
