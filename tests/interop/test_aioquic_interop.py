@@ -18,7 +18,7 @@ import asyncio
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,10 @@ from tests.interop.conftest import CertificateFiles
 from tests.interop.peer_support import (
     CHILD_TIMEOUT,
     PeerRestarted,
+    Probe,
     echo_once,
     largest_datagram_echoed,
+    pattern,
     read_uni_streams,
     send_uni,
 )
@@ -70,11 +72,6 @@ MANY = 200
 BATCH = 25
 CODE_HIGH = 0xDEADBEEF
 """A WebTransport code with the top bit set (one that went through a signed int32 would not)."""
-
-
-def pattern(size: int, seed: int = 0) -> bytes:
-    """Return ``size`` deterministic, non-repeating-looking bytes."""
-    return bytes((i * 31 + seed) % 251 for i in range(size))
 
 
 async def datagram_roundtrip(
@@ -384,28 +381,6 @@ async def test_client_close_reaches_peer(
 # ---------------------------------------------------------------------------------------------
 # Our server against the aioquic client
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Probe:
-    """Futures our server's handlers resolve, keyed by name, for the tests to await."""
-
-    futures: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
-
-    def _future(self, name: str) -> asyncio.Future[Any]:
-        if name not in self.futures:
-            self.futures[name] = asyncio.get_running_loop().create_future()
-        return self.futures[name]
-
-    def set(self, name: str, value: Any) -> None:
-        """Record ``value`` under ``name`` (first value wins)."""
-        future = self._future(name)
-        if not future.done():
-            future.set_result(value)
-
-    async def wait(self, name: str) -> Any:
-        """Wait for the value recorded under ``name``."""
-        return await self._future(name)
 
 
 @dataclass

@@ -30,7 +30,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,8 @@ from tests.faults import report
 from tests.interop.conftest import CertificateFiles
 from tests.interop.peer_process import PeerProcess, peer
 from tests.interop.peer_support import (
+    Probe,
+    pattern,
     restart_peer_server_under_our_client,
     restart_under_peer_client,
 )
@@ -95,11 +97,6 @@ AIOPQUIC_SETTINGS = {
     SettingId.WT_MAX_SESSIONS_DRAFT07: 1,
     SettingId.ENABLE_WEBTRANSPORT_DRAFT02: 1,
 }
-
-
-def pattern(size: int, seed: int = 0) -> bytes:
-    """``size`` deterministic bytes (the peer script computes the same)."""
-    return bytes((i * 31 + seed) % 251 for i in range(size))
 
 
 def session_dialect(session: WebTransportSession) -> Dialect | None:
@@ -530,28 +527,6 @@ async def test_client_sees_404_for_another_path(
 # ---------------------------------------------------------------------------------------------
 # The aiopquic client against our server
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Probe:
-    """Futures our server's handlers resolve, keyed by name, for the tests to await."""
-
-    futures: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
-
-    def _future(self, name: str) -> asyncio.Future[Any]:
-        if name not in self.futures:
-            self.futures[name] = asyncio.get_running_loop().create_future()
-        return self.futures[name]
-
-    def set(self, name: str, value: Any) -> None:
-        """Record ``value`` under ``name`` (first value wins)."""
-        future = self._future(name)
-        if not future.done():
-            future.set_result(value)
-
-    async def wait(self, name: str) -> Any:
-        """Wait for the value recorded under ``name``."""
-        return await self._future(name)
 
 
 @dataclass
