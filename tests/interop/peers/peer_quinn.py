@@ -147,8 +147,10 @@ class Served:
             while chunk := await recv.read(CHUNK):
                 self.record["bytes_received"] += len(chunk)
                 await send.write(chunk)
-            await send.finish()
+            # Counted before the finish: quinn's finish() can return after the client has read
+            # the end and closed the session, which cancels this task.
             self.record["bidi_echoed"] += 1
+            await send.finish()
         except wt.StreamClosedByPeer as error:
             self.observed(error)
             if error.kind == "reset":
@@ -166,8 +168,8 @@ class Served:
             self.record["bytes_received"] += len(data)
             send = await self.session.open_uni()
             await send.write(data)
+            self.record["uni_echoed"] += 1  # before the finish, as in echo_bidi
             await send.finish()
-            self.record["uni_echoed"] += 1
         except wt.StreamClosedByPeer as error:
             self.observed(error)
         except wt.WebTransportError as error:
