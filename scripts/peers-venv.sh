@@ -3,7 +3,8 @@
 # the interop tests run as peers (they need Python >= 3.12, this project's .venv may be 3.11):
 #   web-transport-quinn 0.1.0 (draft-07), aiopquic 0.6.1 (draft-13), pywebtransport 0.21.1
 #   (draft-15), and cryptography for the peer scripts' certificate handling.
-# The interpreter is $PYTHON312, else a 3.12 that pyenv knows, else python3.12 on PATH. Without
+# The interpreter is $PYTHON312, else a 3.12 that pyenv knows, else python3.12 on PATH
+# (scripts/lib/find-python.sh). Without
 # one this exits non-zero with a message that says so (the interop tests then fail, not skip).
 # Idempotent and quick when nothing changed. Messages go to stderr.
 set -euo pipefail
@@ -20,39 +21,15 @@ requirements=(
 
 say() { echo "[peers-venv] $*" >&2; }
 
-# True when $1 runs and is Python 3.12 or newer.
-is_python312() {
-    [ -n "$1" ] && "$1" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1
-}
-
-find_python312() {
-    local candidate pyenv version
-    if [ -n "${PYTHON312:-}" ]; then
-        is_python312 "$PYTHON312" && { echo "$PYTHON312"; return 0; }
-        say "PYTHON312=$PYTHON312 is not a runnable Python >= 3.12"
-        return 1
-    fi
-    pyenv="$(command -v pyenv || echo "${PYENV_ROOT:-$HOME/.pyenv}/bin/pyenv")"
-    if [ -x "$pyenv" ]; then
-        for version in $("$pyenv" versions --bare 2>/dev/null | grep '^3\.12' | sort -rV); do
-            candidate="$(PYENV_VERSION="$version" "$pyenv" which python3.12 2>/dev/null || true)"
-            is_python312 "$candidate" && { echo "$candidate"; return 0; }
-        done
-    fi
-    for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12; do
-        is_python312 "$candidate" && { echo "$candidate"; return 0; }
-    done
-    candidate="$(command -v python3.12 || true)"
-    is_python312 "$candidate" && { echo "$candidate"; return 0; }
-    return 1
-}
+# shellcheck source=lib/find-python.sh
+source "$root/scripts/lib/find-python.sh"
 
 fingerprint="$(printf '%s\n' "${requirements[@]}" | cksum | cut -d' ' -f1)"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$fingerprint" ] && is_python312 "$venv/bin/python"; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$fingerprint" ] && is_python_version "$venv/bin/python" 3.12; then
     exit 0
 fi
 
-if ! python312="$(find_python312)"; then
+if ! python312="$(find_python_version 3.12)"; then
     say "no Python 3.12 found: the interop peers (web-transport-quinn, aiopquic, pywebtransport"
     say "0.21.1) need Python >= 3.12. Looked at \$PYTHON312, pyenv (pyenv versions), "
     say "~/.pyenv/versions/3.12*/bin/python3.12 and python3.12 on PATH. Install one, e.g."

@@ -434,10 +434,13 @@ async def test_a_closed_stdout_ends_the_command_quietly(tmp_path: Path) -> None:
     assert err.decode() == ""  # no traceback, no "Exception ignored" at exit
 
 
-async def test_workers_write_the_access_log_with_verbose(tmp_path: Path) -> None:
+async def test_workers_write_the_access_log_and_qlog_with_verbose(tmp_path: Path) -> None:
     from pywebtransport import ClientConfig, WebTransportClient
 
-    served = await start_serve(tmp_path, "--workers", "2", global_options=("-v",))
+    qlog_dir = tmp_path / "qlog"
+    served = await start_serve(
+        tmp_path, "--workers", "2", "--qlog-dir", str(qlog_dir), global_options=("-v",)
+    )
     try:
         config = ClientConfig(server_certificate_hashes=[served.hash_hex], connect_timeout=TIMEOUT)
         async with asyncio.timeout(TIMEOUT), WebTransportClient(config=config) as client:
@@ -457,6 +460,10 @@ async def test_workers_write_the_access_log_with_verbose(tmp_path: Path) -> None
     access = [line for line in log.splitlines() if "pywebtransport.access" in line]
     assert len(access) == 1, log
     assert '"/echo" 200' in access[0] and "sent=6 received=6" in access[0]
+    # The worker that served the connection wrote its qlog file, ended when it closed.
+    (qlog,) = qlog_dir.glob("*.qlog")
+    (trace,) = json.loads(qlog.read_text())["traces"]
+    assert trace["vantage_point"]["type"] == "server" and trace["events"]
 
 
 async def test_connect_qlog_dir_writes_a_qlog_file(served: Served, tmp_path: Path) -> None:
