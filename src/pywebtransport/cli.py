@@ -1,11 +1,13 @@
-"""Command-line interface: ``python -m pywebtransport {serve,connect,cert}``.
+"""Command-line interface: ``python -m pywebtransport {serve,connect,bench,cert}``.
 
-- ``serve`` runs the echo server (route ``/echo``) with the chat and RPC demo (route ``/chat``)
-  and the topics demo (route ``/room``; with ``--broker redis://...`` its hub meets the other
-  workers' and servers' through Redis), and, over plain HTTP on the same machine, the demo page
-  that talks to them from a browser (it loads ``/pywebtransport/messaging.js``, served from the
-  package). Once both listen it prints one line ``READY udp=<port> http=<port> hash=<hex>``, and one
-  ``REPORT <json>`` line for every summary the demo page posts.
+- ``serve`` runs the echo server (route ``/echo``) with the chat and RPC demo (route ``/chat``),
+  the live statistics demo (route ``/live``: the echo, plus the session's statistics pushed
+  four times a second) and the topics demo (route ``/room``; with ``--broker redis://...`` its
+  hub meets the other workers' and servers' through Redis), and, over plain HTTP on the same
+  machine, the demo page that talks to them from a browser (it loads
+  ``/pywebtransport/messaging.js``, served from the package). Once both listen it prints one line
+  ``READY udp=<port> http=<port> hash=<hex>``, and one ``REPORT <json>`` line for every summary
+  the demo page posts.
   With ``--workers N`` the UDP port is served by N worker processes (``SO_REUSEPORT``), each
   announced by a ``WORKER`` line and summed up by a ``WORKER-EXIT`` line when serve stops. A
   certificate serve generated itself is replaced every 12 days (it is valid for 13); each
@@ -13,6 +15,9 @@
   ``--engine qh3`` runs the QUIC connections on qh3 instead of aioquic (``ServerConfig.engine``).
 - ``connect`` opens a session to a URL, measures stream and datagram round trips and exits 0 on
   success; failures exit with a distinct status and a one-line explanation.
+- ``bench`` runs benchmark workloads (handshakes, stream and datagram round trips, throughput)
+  against an echo URL, with progress bars on stderr and a summary table or JSON on stdout
+  (:mod:`pywebtransport.bench`; needs the ``bench`` extra).
 - ``cert generate`` writes a browser-compatible self-signed certificate and prints its hash.
 """
 
@@ -26,13 +31,11 @@ import math
 import os
 import signal
 import ssl
-import statistics
-import struct
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -44,11 +47,23 @@ from pywebtransport import (
     WebTransportClient,
     WebTransportServer,
     WebTransportSession,
-    WebTransportStream,
     __version__,
 )
 from pywebtransport import exceptions as errors
 from pywebtransport._engine import ENGINES
+from pywebtransport.bench import (
+    INSTALL_HINT,
+    BenchOptions,
+    BenchProgress,
+    RoundTrips,
+    datagram_round_trips,
+    parse_workloads,
+    payload,
+    print_table,
+    rich_available,
+    run_bench,
+    stream_round_trip,
+)
 from pywebtransport.metrics import register_server
 from pywebtransport.server.certificate import (
     certificate_sha256,
@@ -61,6 +76,7 @@ from pywebtransport.server.echo import echo_handler
 from pywebtransport.server.workers import WorkerGroup
 from pywebtransport.web import PageServer, demo_page, messaging_module
 from pywebtransport.web.demo_chat import ChatRoom
+from pywebtransport.web.demo_live import live_handler
 from pywebtransport.web.demo_room import add_room
 
 __all__ = ["main"]
@@ -78,6 +94,7 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool its pip
 ECHO_PATH = "/echo"
 CHAT_PATH = "/chat"
 ROOM_PATH = "/room"
+LIVE_PATH = "/live"
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 _DEFAULT_CERT_NAMES = ("localhost", "127.0.0.1", "::1")
 
@@ -169,6 +186,91 @@ def _build_parser() -> argparse.ArgumentParser:
         help="write one qlog file per QUIC connection into DIR (created if missing)",
     )
     connect.set_defaults(handler=_run_connect)
+
+    bench = commands.add_parser(
+        "bench", help="benchmark handshakes, round trips and throughput against an echo server"
+    )
+    bench.add_argument("url", help="https://host:port/path of a WebTransport echo endpoint")
+    trust = bench.add_mutually_exclusive_group()
+    trust.add_argument("--cert-hash", help="SHA-256 of the server certificate (hex)")
+    trust.add_argument("--ca", help="PEM file of trusted certificate authorities")
+    trust.add_argument("--insecure", action="store_true", help="do not verify the certificate")
+    bench.add_argument(
+        "--workload",
+        type=_workloads,
+        default=parse_workloads("all"),
+        metavar="LIST",
+        help="comma-separated: connect, stream-rtt, datagram-rtt, throughput, or all (default)",
+    )
+    bench.add_argument(
+        "--count",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="operations of connect, stream-rtt and datagram-rtt each (default 100)",
+    )
+    bench.add_argument(
+        "--size",
+        type=_positive_int,
+        default=1024,
+        metavar="N",
+        help="payload bytes of a round trip (default 1024)",
+    )
+    bench.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=1,
+        metavar="C",
+        help="streams in flight in stream-rtt and throughput (default 1)",
+    )
+    volume = bench.add_mutually_exclusive_group()
+    volume.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=5.0,
+        metavar="S",
+        help="seconds throughput writes for (default 5)",
+    )
+    volume.add_argument(
+        "--bytes",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="bytes throughput sends in all, instead of --duration",
+    )
+    bench.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="seconds for each handshake, stream round trip and throughput write or read "
+        "(default 10)",
+    )
+    bench.add_argument(
+        "--datagram-timeout",
+        type=_positive_float,
+        default=1.0,
+        metavar="S",
+        help="seconds a datagram echo may take before it counts as lost (default 1)",
+    )
+    bench.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="QUIC engine of the client: aioquic (the default) or qh3 (pip install "
+        "pywebtransport[fast])",
+    )
+    bench.add_argument(
+        "--json", action="store_true", help="print the results as one JSON object, not a table"
+    )
+    bench.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="progress bars on stderr: auto (the default: when stderr is a terminal), always "
+        "or never",
+    )
+    bench.set_defaults(handler=_run_bench)
 
     cert = commands.add_parser("cert", help="certificate tools")
     cert_commands = cert.add_subparsers(dest="cert_command", required=True, metavar="ACTION")
@@ -314,13 +416,15 @@ def _certificate_names(host: str) -> tuple[str, ...]:
 
 
 def echo_app(config: ServerConfig) -> ServerApp:
-    """The application ``serve`` runs (a worker app factory): the echo handler on ``/echo`` and
-    the chat and RPC demo (one room per application) on ``/chat``, and the topics demo on
-    ``/room`` (one hub per application, meeting the other workers' through the broker)."""
+    """The application ``serve`` runs (a worker app factory): the echo handler on ``/echo``, the
+    chat and RPC demo (one room per application) on ``/chat``, the topics demo on ``/room`` (one
+    hub per application, meeting the other workers' through the broker), and on ``/live`` the
+    echo that also pushes the session's statistics to the page's live panel."""
     app = ServerApp(config=config)
     app.route(ECHO_PATH)(echo_handler)
     app.route(CHAT_PATH)(ChatRoom().handle)
     add_room(app, ROOM_PATH, config)
+    app.route(LIVE_PATH)(live_handler)
     return app
 
 
@@ -507,6 +611,8 @@ def _add_demo_routes(pages: PageServer, host: str, udp_port: int, cert: _Certifi
             "chatPath": CHAT_PATH,
             "roomUrl": None if base is None else base + ROOM_PATH,
             "roomPath": ROOM_PATH,
+            "liveUrl": None if base is None else base + LIVE_PATH,
+            "livePath": LIVE_PATH,
             "certificateHash": cert.digest.hex(),
         }
         return json.dumps(config).encode()
@@ -524,28 +630,6 @@ def _add_demo_routes(pages: PageServer, host: str, udp_port: int, cert: _Certifi
 
 
 # ------------------------------------------------------------------------------------- connect
-
-
-@dataclass
-class _RoundTrips:
-    rtts: list[float]
-    attempted: int
-    size: int
-
-    def describe(self, name: str) -> str:
-        line = f"{name}: {len(self.rtts)}/{self.attempted} round trips of {self.size} bytes"
-        if not self.rtts:
-            return line
-        median = statistics.median(self.rtts)
-        return (
-            f"{line}, median {median * 1e3:.3f} ms, p95 {_percentile(self.rtts, 95) * 1e3:.3f} ms"
-        )
-
-
-def _percentile(values: Sequence[float], percent: float) -> float:
-    ordered = sorted(values)
-    rank = max(1, math.ceil(percent / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def _run_connect(args: argparse.Namespace) -> int:
@@ -579,7 +663,7 @@ async def _connect(args: argparse.Namespace, config: ClientConfig) -> int:
             try:
                 streams = await _stream_round_trips(session, args.count, args.size, args.timeout)
                 _say(streams.describe("bidirectional streams"))
-                datagrams = await _datagram_round_trips(session, args.count, args.size)
+                datagrams = await datagram_round_trips(session, args.count, args.size)
                 _say(datagrams.describe("datagrams"))
             finally:
                 await session.close()
@@ -614,93 +698,83 @@ def _status_text(error: errors.HandshakeError) -> str:
 
 async def _stream_round_trips(
     session: WebTransportSession, count: int, size: int, timeout: float
-) -> _RoundTrips:
-    result = _RoundTrips(rtts=[], attempted=count, size=size)
+) -> RoundTrips:
+    result = RoundTrips(rtts=[], attempted=count, size=size)
     for index in range(count):
-        payload = _payload(index, size)
+        sent = payload(index, size)
         started = time.perf_counter()
-        echoed = await _stream_round_trip(session, index, payload, timeout)
-        if echoed == payload:
+        echoed = await stream_round_trip(session, index, sent, timeout)
+        if echoed == sent:
             result.rtts.append(time.perf_counter() - started)
         else:
             logger.warning("stream %d echoed %d bytes, not the payload", index, len(echoed))
     return result
 
 
-def _payload(index: int, size: int) -> bytes:
-    """``size`` bytes counting up from ``index`` (mod 256)."""
-    start = index & 0xFF
-    pattern = bytes(range(256)) * (size // 256 + 2)
-    return pattern[start : start + size]
+# ------------------------------------------------------------------------------------- bench
 
 
-async def _stream_round_trip(
-    session: WebTransportSession, index: int, payload: bytes, timeout: float
-) -> bytes:
-    """Send ``payload`` on a new bidirectional stream and return the echo.
-
-    The payload is written while the echo is read: written first, a payload larger than the
-    flow-control windows and send buffers of both sides would fill them all and stall.
-
-    Raises:
-        pywebtransport.TimeoutError: no complete echo within ``timeout`` seconds; the message
-            says how many bytes were written and echoed by then.
-        StreamError: the stream failed (reset or stopped by the server, or the session ended).
-    """
-    size = len(payload)
-    echoed = bytearray()
-    stream: WebTransportStream | None = None
-    tasks: list[asyncio.Task[None]] = []
+def _workloads(text: str) -> tuple[str, ...]:
     try:
-        async with asyncio.timeout(timeout):
-            stream = await session.create_bidirectional_stream()
-            tasks.append(asyncio.create_task(stream.write(payload, end_stream=True)))
-            tasks.append(asyncio.create_task(_read_echo(stream, size, echoed)))
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in tasks:
-                error = task.exception() if task.done() else None
-                if error is not None:
-                    raise error
-    except TimeoutError:
-        written = 0 if stream is None else stream.bytes_written
-        raise errors.TimeoutError(
-            f"stream round trip {index + 1}: no complete echo of {size} bytes "
-            f"({written} written, {len(echoed)} echoed)"
-        ) from None
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return bytes(echoed)
+        return parse_workloads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
-async def _read_echo(stream: WebTransportStream, size: int, echoed: bytearray) -> None:
-    """Append what ``stream`` brings to ``echoed`` until its end (or beyond ``size`` bytes)."""
-    while chunk := await stream.read(65536):
-        echoed += chunk
-        if len(echoed) > size:
-            return  # longer than the payload: not its echo
-
-
-async def _datagram_round_trips(
-    session: WebTransportSession, count: int, size: int, *, wait: float = 1.0
-) -> _RoundTrips:
-    datagrams = session.datagrams
-    length = max(4, min(size, datagrams.max_datagram_size))
-    result = _RoundTrips(rtts=[], attempted=count, size=length)
-    for seq in range(count):
-        payload = struct.pack("!I", seq) + bytes((seq + i) & 0xFF for i in range(length - 4))
-        started = time.perf_counter()
-        await datagrams.send(payload)
+def _run_bench(args: argparse.Namespace) -> int:
+    if not rich_available():
+        return _fail(f"the bench command needs rich: {INSTALL_HINT}", EXIT_USAGE)
+    config = _client_config(args)
+    if args.engine is not None:
         try:
-            async with asyncio.timeout(wait):
-                while (answer := await datagrams.receive()) != payload:
-                    logger.debug("ignoring a late or foreign datagram of %d bytes", len(answer))
-        except TimeoutError:
-            logger.info("datagram %d was not echoed within %g s", seq, wait)
-            continue
-        result.rtts.append(time.perf_counter() - started)
-    return result
+            config = replace(config, engine=args.engine)
+        except errors.ConfigurationError as error:
+            raise _UsageError(f"--engine: {error}") from None
+    options = BenchOptions(
+        url=args.url,
+        workloads=args.workload,
+        count=args.count,
+        size=args.size,
+        concurrency=args.concurrency,
+        duration=args.duration,
+        total_bytes=args.bytes,
+        timeout=args.timeout,
+        datagram_timeout=args.datagram_timeout,
+    )
+    return asyncio.run(_bench(args, config, options))
+
+
+async def _bench(args: argparse.Namespace, config: ClientConfig, options: BenchOptions) -> int:
+    """Run the benchmark; print the table or the JSON on stdout (bars go to stderr only)."""
+    shown = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
+    unreachable = f"cannot reach {args.url}"
+    try:
+        async with WebTransportClient(config=config) as client:
+            with BenchProgress(enabled=shown, force_terminal=args.progress == "always") as bars:
+                report = await run_bench(client, options, progress=bars)
+    except errors.CertificateError as error:
+        hint = "pass --cert-hash, --ca or --insecure"
+        return _fail(f"{unreachable}: certificate verification failed: {error} ({hint})")
+    except errors.HandshakeError as error:
+        return _fail(f"{unreachable}: the server rejected the session: {_status_text(error)}")
+    except TimeoutError:  # also pywebtransport's TimeoutError, a subclass
+        return _fail(f"{unreachable}: no session within {args.timeout:g} s")
+    except errors.ConfigurationError as error:
+        return _fail(f"invalid URL or settings: {error}", EXIT_USAGE)
+    except errors.WebTransportError as error:  # ConnectionError and the rest
+        return _fail(f"{unreachable}: {error}")
+    if args.json:
+        _say(report.to_json())
+    else:
+        print_table(report)
+        sys.stdout.flush()
+    for result in report.failed:
+        detail = f": {result.first_error}" if result.first_error else ""
+        _fail(
+            f"{result.name}: no operation succeeded ({result.errors} errors, "
+            f"{result.lost} lost){detail}"
+        )
+    return EXIT_FAILURE if report.failed else EXIT_OK
 
 
 # ------------------------------------------------------------------------------------- cert

@@ -1,7 +1,7 @@
 """Small web helpers: the HTTP page server, the browser demo page and the messaging module.
 
-The submodules :mod:`.demo_chat` and :mod:`.demo_room` are the chat and topics demos that
-``pywebtransport serve`` runs.
+The submodules :mod:`.demo_chat`, :mod:`.demo_room` and :mod:`.demo_live` are the chat, topics
+and live statistics demos that ``pywebtransport serve`` runs.
 """
 
 from __future__ import annotations
