@@ -166,3 +166,47 @@ def run(main: Coroutine[Any, Any, None], *, timeout: float | None = None) -> Non
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+class Tasks:
+    """Background tasks (of one session, or of a server), cancelled together."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a task of this set (the set forgets it when it is done)."""
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def cancel(self) -> None:
+        """Cancel every task still running and wait for them all."""
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def session_record(path: str) -> dict[str, Any]:
+    """The ``session`` RESULT a peer server fills in for one session on ``path``, all counts 0.
+
+    ``resets`` / ``stops``: the codes of the client's RESET_STREAMs and STOP_SENDINGs;
+    ``bidi_echoed`` / ``uni_echoed``: streams echoed; ``datagrams_not_echoed``: sizes too large
+    to send back; ``largest_sent``: sizes of the largest datagrams sent (``?reply=``);
+    ``push_*``: what ``/push`` did; ``errors``: unexpected failures, with where they happened.
+    """
+    return {
+        "event": "session",
+        "path": path,
+        "resets": [],
+        "stops": [],
+        "bidi_echoed": 0,
+        "uni_echoed": 0,
+        "bytes_received": 0,
+        "datagrams_echoed": 0,
+        "datagrams_not_echoed": [],
+        "largest_sent": [],
+        "push_bidi_ok": 0,
+        "push_uni_sent": 0,
+        "errors": [],
+    }

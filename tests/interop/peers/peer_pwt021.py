@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from peer_common import (
+    Tasks,
     error_info,
     free_udp_port,
     note,
@@ -48,6 +49,7 @@ from peer_common import (
     ready,
     result,
     run,
+    session_record,
     url_options,
 )
 
@@ -91,23 +93,6 @@ DIAGNOSTIC_FIELDS = (
     "peer_max_streams_bidi",
     "peer_max_streams_uni",
 )
-
-
-class Tasks:
-    """Background tasks, cancelled together."""
-
-    def __init__(self) -> None:
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def cancel(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -186,21 +171,7 @@ class Served:
         self.query = query
         self.tasks = Tasks()
         self.watch = Watch(session.session_id, self.observed)
-        self.record: dict[str, Any] = {
-            "event": "session",
-            "path": path,
-            "resets": [],
-            "stops": [],
-            "bidi_echoed": 0,
-            "uni_echoed": 0,
-            "bytes_received": 0,
-            "datagrams_echoed": 0,
-            "datagrams_not_echoed": [],
-            "largest_sent": [],
-            "push_bidi_ok": 0,
-            "push_uni_sent": 0,
-            "errors": [],
-        }
+        self.record = session_record(path)
 
     def observed(self, kind: str, code: int) -> None:
         self.record["resets" if kind == "reset" else "stops"].append(code)

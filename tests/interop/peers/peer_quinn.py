@@ -44,6 +44,7 @@ from typing import Any
 
 import web_transport as wt
 from peer_common import (
+    Tasks,
     der_certificate_chain,
     der_private_key,
     error_info,
@@ -53,6 +54,7 @@ from peer_common import (
     ready,
     result,
     run,
+    session_record,
     url_options,
 )
 
@@ -61,23 +63,6 @@ DATAGRAM_WAIT = 1.0
 DATAGRAM_TRIES = 5
 #: Upper bound on one client scenario (the test gives up sooner).
 SCENARIO_TIMEOUT = 40.0
-
-
-class Tasks:
-    """Background tasks of one session, cancelled together when it ends."""
-
-    def __init__(self) -> None:
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def cancel(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 def close_info(reason: Any) -> dict[str, Any] | None:
@@ -102,22 +87,8 @@ class Served:
         self.session = session
         self.query = query
         self.tasks = Tasks()
-        self.record: dict[str, Any] = {
-            "event": "session",
-            "path": path,
-            "resets": [],
-            "stops": [],
-            "bidi_echoed": 0,
-            "uni_echoed": 0,
-            "bytes_received": 0,
-            "datagrams_echoed": 0,
-            "datagrams_not_echoed": [],
-            "largest_sent": [],
-            "push_bidi_ok": 0,
-            "push_uni_sent": 0,
-            "max_datagram_size": [session.max_datagram_size],
-            "errors": [],
-        }
+        self.record = session_record(path)
+        self.record["max_datagram_size"] = [session.max_datagram_size]
 
     def observed(self, error: wt.StreamClosedByPeer) -> None:
         self.record["resets" if error.kind == "reset" else "stops"].append(error.code)
