@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from pywebtransport import (
     ClientConfig,
@@ -536,6 +537,14 @@ class OurServer:
     base: str
     probe: Probe
     server: WebTransportServer
+    python: str
+    certificate: CertificateFiles
+
+    async def run(self, path: str, scenario: str, **options: object) -> dict[str, Any]:
+        """Run one aiopquic client scenario against our route ``path``; return its RESULT."""
+        return await run_client(
+            self.python, self.certificate, self.base + path, scenario, **options
+        )
 
 
 def build_app(config: ServerConfig, probe: Probe) -> ServerApp:
@@ -624,8 +633,11 @@ def build_app(config: ServerConfig, probe: Probe) -> ServerApp:
 
 
 @asynccontextmanager
-async def our_server(certificate: CertificateFiles, **config: Any) -> AsyncIterator[OurServer]:
-    """Run our server on an ephemeral loopback port (``config``: ServerConfig fields)."""
+async def our_server(
+    python: str, certificate: CertificateFiles, **config: Any
+) -> AsyncIterator[OurServer]:
+    """Run our server on an ephemeral loopback port (``config``: ServerConfig fields), for the
+    aiopquic client run by ``python``."""
     if current_engine() == "qh3":
         config = {**QH3_SERVER_CONFIG, **config}
     server_config = ServerConfig(
@@ -639,9 +651,8 @@ async def our_server(certificate: CertificateFiles, **config: Any) -> AsyncItera
     server = WebTransportServer(config=server_config, app=build_app(server_config, probe))
     await server.listen(host="127.0.0.1", port=0)
     try:
-        yield OurServer(
-            base=f"https://127.0.0.1:{server.local_address[1]}", probe=probe, server=server
-        )
+        base = f"https://127.0.0.1:{server.local_address[1]}"
+        yield OurServer(base, probe, server, python, certificate)
     finally:
         async with asyncio.timeout(T):
             await server.close()
@@ -677,6 +688,13 @@ async def run_client(
 QH3_SERVER_CONFIG = {"retry": "always"}
 
 
+@pytest_asyncio.fixture
+async def ours(peers_python: str, certificate: CertificateFiles) -> AsyncIterator[OurServer]:
+    """Our server with this module's routes, for the aiopquic client."""
+    async with our_server(peers_python, certificate) as server:
+        yield server
+
+
 async def assert_draft13(server: OurServer) -> None:
     """The aiopquic client's session was draft-13, with aiopquic's SETTINGS, no session FC."""
     assert await server.probe.wait("dialect") is Dialect.DRAFT13
@@ -688,14 +706,10 @@ async def assert_draft13(server: OurServer) -> None:
 
 
 @pytest.mark.covers("bidi", "aiopquic-client")
-async def test_server_bidi_echo_speaks_draft13(
-    peers_python: str, certificate: CertificateFiles
-) -> None:
-    async with asyncio.timeout(TEST_TIMEOUT), our_server(certificate) as server:
-        result = await run_client(
-            peers_python, certificate, server.base + "/echo", "bidi", size=STREAM_SIZE
-        )
-        await assert_draft13(server)
+async def test_server_bidi_echo_speaks_draft13(ours: OurServer) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        result = await ours.run("/echo", "bidi", size=STREAM_SIZE)
+        await assert_draft13(ours)
     assert result["small"] == "hello"
     assert result["size"] == STREAM_SIZE
     assert result["same"] is True
@@ -704,13 +718,9 @@ async def test_server_bidi_echo_speaks_draft13(
 
 
 @pytest.mark.covers("uni", "aiopquic-client")
-async def test_server_unidirectional_both_ways(
-    peers_python: str, certificate: CertificateFiles
-) -> None:
-    async with asyncio.timeout(TEST_TIMEOUT), our_server(certificate) as server:
-        result = await run_client(
-            peers_python, certificate, server.base + "/echo", "uni", size=50000
-        )
+async def test_server_unidirectional_both_ways(ours: OurServer) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        result = await ours.run("/echo", "uni", size=50000)
     assert result["sent_id"] % 4 == 2
     assert result["received_id"] % 4 == 3
     assert result["code"] is None
@@ -719,41 +729,35 @@ async def test_server_unidirectional_both_ways(
 
 
 @pytest.mark.covers("datagrams", "aiopquic-client")
-async def test_server_datagrams_both_ways(peers_python: str, certificate: CertificateFiles) -> None:
-    async with asyncio.timeout(TEST_TIMEOUT), our_server(certificate) as server:
-        result = await run_client(
-            peers_python, certificate, server.base + "/echo", "datagrams", size=1000
-        )
+async def test_server_datagrams_both_ways(ours: OurServer) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        result = await ours.run("/echo", "datagrams", size=1000)
     assert result["echoed"] == [True, True]
 
 
 @pytest.mark.covers("datagram-size", "aiopquic-client")
-async def test_aiopquic_clients_largest_datagram_reaches_us(
-    peers_python: str, certificate: CertificateFiles
-) -> None:
-    async with asyncio.timeout(TEST_TIMEOUT), our_server(certificate) as server:
-        result = await run_client(peers_python, certificate, server.base + "/echo", "largest")
-        received = await server.probe.wait("datagrams")
+async def test_aiopquic_clients_largest_datagram_reaches_us(ours: OurServer) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        result = await ours.run("/echo", "largest")
+        received = await ours.probe.wait("datagrams")
     # aiopquic sends 1,200 bytes at most (one byte more raises ValueError in its session).
     assert result["size"] == AIOPQUIC_DATAGRAM_LIMIT
     assert str(result["refused"]).startswith("ValueError"), result
-    ours = [limit for size, limit in received if size == AIOPQUIC_DATAGRAM_LIMIT]
-    assert ours, received
+    limits = [limit for size, limit in received if size == AIOPQUIC_DATAGRAM_LIMIT]
+    assert limits, received
     # Our echo comes back when our limit allowed it then: aiopquic sends at once after the
     # handshake, before or after our path MTU discovery (aioquic engine) raised our limit from
     # about 1,170; a qh3 server never probes the path and stays there.
-    assert result["echoed"] == (max(ours) >= AIOPQUIC_DATAGRAM_LIMIT), (result, received)
+    assert result["echoed"] == (max(limits) >= AIOPQUIC_DATAGRAM_LIMIT), (result, received)
     if current_engine() == "qh3":
-        assert max(ours) < AIOPQUIC_DATAGRAM_LIMIT
+        assert max(limits) < AIOPQUIC_DATAGRAM_LIMIT
 
 
 @pytest.mark.covers("bidi-server", "aiopquic-client")
-async def test_server_opened_streams_reach_aiopquic_client(
-    peers_python: str, certificate: CertificateFiles
-) -> None:
-    async with asyncio.timeout(TEST_TIMEOUT), our_server(certificate) as server:
-        result = await run_client(peers_python, certificate, server.base + "/push", "push")
-        reply = await server.probe.wait("push_reply")
+async def test_server_opened_streams_reach_aiopquic_client(ours: OurServer) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        result = await ours.run("/push", "push")
+        reply = await ours.probe.wait("push_reply")
     [[bidi_id, bidi_data, bidi_code]] = result["bidi"]
     [[uni_id, uni_data, uni_code]] = result["uni"]
     assert bidi_id % 4 == 1 and uni_id % 4 == 3
@@ -764,66 +768,50 @@ async def test_server_opened_streams_reach_aiopquic_client(
 
 
 @pytest.mark.covers("close", "aiopquic-client")
-async def test_server_sees_client_close_code_and_reason(
-    peers_python: str, certificate: CertificateFiles
-) -> None:
-    async with asyncio.timeout(TEST_TIMEOUT), our_server(certificate) as server:
-        result = await run_client(
-            peers_python,
-            certificate,
-            server.base + "/hold",
+async def test_server_sees_client_close_code_and_reason(ours: OurServer) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        result = await ours.run(
+            "/hold",
             "close",
             code=4242,
             reason="bye from aiopquic",
         )
-        closed = await server.probe.wait("closed")
-        await assert_draft13(server)
+        closed = await ours.probe.wait("closed")
+        await assert_draft13(ours)
     assert result == {"closed": True}
     assert closed == (4242, "bye from aiopquic")
 
 
 @pytest.mark.covers("close", "aiopquic-client")
-async def test_server_close_reaches_aiopquic_client(
-    peers_python: str, certificate: CertificateFiles
-) -> None:
-    async with asyncio.timeout(TEST_TIMEOUT), our_server(certificate) as server:
-        result = await run_client(
-            peers_python, certificate, server.base + "/close", "closed_by_server"
-        )
-        trigger = await server.probe.wait("close_trigger")
+async def test_server_close_reaches_aiopquic_client(ours: OurServer) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        result = await ours.run("/close", "closed_by_server")
+        trigger = await ours.probe.wait("close_trigger")
     assert trigger == b"close me"
     assert result["close"] == [4321, "server bye"]
 
 
 @pytest.mark.covers("reset", "aiopquic-client")
 @pytest.mark.covers("stop-sending", "aiopquic-client")
-async def test_server_sees_client_reset_and_stop_codes(
-    peers_python: str, certificate: CertificateFiles
-) -> None:
-    async with asyncio.timeout(TEST_TIMEOUT), our_server(certificate) as server:
-        result = await run_client(
-            peers_python,
-            certificate,
-            server.base + "/codes",
+async def test_server_sees_client_reset_and_stop_codes(ours: OurServer) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        result = await ours.run(
+            "/codes",
             "codes",
             reset_code=7,
             stop_code=0xFFFFFFFF,
         )
-        seen = await server.probe.wait("codes")
+        seen = await ours.probe.wait("codes")
     assert seen == {"reset": 7, "stop": 0xFFFFFFFF}
     assert json.loads(result["report"]) == seen
 
 
 @pytest.mark.covers("reset", "aiopquic-client")
 @pytest.mark.covers("stop-sending", "aiopquic-client")
-async def test_server_reset_and_stop_codes_reach_aiopquic_client(
-    peers_python: str, certificate: CertificateFiles
-) -> None:
-    async with asyncio.timeout(TEST_TIMEOUT), our_server(certificate) as server:
-        result = await run_client(
-            peers_python, certificate, server.base + "/server-codes", "server_codes"
-        )
-        first = await server.probe.wait("server_codes_read")
+async def test_server_reset_and_stop_codes_reach_aiopquic_client(ours: OurServer) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        result = await ours.run("/server-codes", "server_codes")
+        first = await ours.probe.wait("server_codes_read")
     assert first == b"reset and stop me"
     assert result["stop"] == [result["stream_id"], 12]
     assert result["reset"] == 11
@@ -836,16 +824,15 @@ async def test_server_many_streams_renew_stream_credit(
     async with (
         asyncio.timeout(TEST_TIMEOUT),
         our_server(
+            peers_python,
             certificate,
             max_incoming_streams=STREAM_LIMIT,
             initial_max_streams_bidi=STREAM_LIMIT,
             initial_max_streams_uni=STREAM_LIMIT,
         ) as server,
     ):
-        result = await run_client(
-            peers_python,
-            certificate,
-            server.base + "/echo",
+        result = await server.run(
+            "/echo",
             "many",
             streams=MANY_STREAMS,
             batch=BATCH,
@@ -861,16 +848,15 @@ async def test_server_flow_control_small_windows(
     async with (
         asyncio.timeout(TEST_TIMEOUT),
         our_server(
+            peers_python,
             certificate,
             connection_receive_window=SMALL_WINDOW,
             stream_receive_window=SMALL_WINDOW,
             initial_max_data=SMALL_WINDOW,
         ) as server,
     ):
-        result = await run_client(
-            peers_python,
-            certificate,
-            server.base + "/echo",
+        result = await server.run(
+            "/echo",
             "flow",
             size=FLOW_SIZE,
             max_data=SMALL_WINDOW,
@@ -891,10 +877,11 @@ async def test_server_flow_control_small_windows(
 async def test_server_retry_is_followed_by_aiopquic_client(
     peers_python: str, certificate: CertificateFiles
 ) -> None:
-    async with asyncio.timeout(TEST_TIMEOUT), our_server(certificate, retry="always") as server:
-        result = await run_client(
-            peers_python, certificate, server.base + "/echo", "bidi", size=STREAM_SIZE
-        )
+    async with (
+        asyncio.timeout(TEST_TIMEOUT),
+        our_server(peers_python, certificate, retry="always") as server,
+    ):
+        result = await server.run("/echo", "bidi", size=STREAM_SIZE)
         stats = server.server.stats
     assert result["small"] == "hello" and result["same"] is True
     # Only the Initial that carried the Retry's token made a connection.
@@ -907,11 +894,9 @@ async def test_server_protocol_choice_reaches_aiopquic_client(
 ) -> None:
     async with (
         asyncio.timeout(TEST_TIMEOUT),
-        our_server(certificate, protocols=["json", "chat"]) as server,
+        our_server(peers_python, certificate, protocols=["json", "chat"]) as server,
     ):
-        result = await run_client(
-            peers_python, certificate, server.base + "/echo", "bidi", protocols="chat,json"
-        )
+        result = await server.run("/echo", "bidi", protocols="chat,json")
         chosen = await server.probe.wait("protocol")
         headers = await server.probe.wait("headers")
     assert result["same"] is True
@@ -949,12 +934,10 @@ async def test_client_protocols_against_aiopquic_server(
 
 
 @pytest.mark.covers("origin", "aiopquic-client")
-async def test_aiopquic_client_sends_no_origin(
-    peers_python: str, certificate: CertificateFiles
-) -> None:
-    async with asyncio.timeout(TEST_TIMEOUT), our_server(certificate) as server:
-        result = await run_client(peers_python, certificate, server.base + "/echo", "bidi")
-        headers = await server.probe.wait("headers")
+async def test_aiopquic_client_sends_no_origin(ours: OurServer) -> None:
+    async with asyncio.timeout(TEST_TIMEOUT):
+        result = await ours.run("/echo", "bidi")
+        headers = await ours.probe.wait("headers")
     assert result["same"] is True
     assert "origin" not in headers, headers
 
