@@ -31,8 +31,11 @@ async def test_server_and_client_stats_are_scraped_live(
         lines = exposition(server_registry)
         stats = server.stats
         assert stats["connections_accepted"] == 1 and stats["sessions_requested"] == 1
-        for key in SERVER_COUNTERS:  # accepted counts once the handler is done: read it live
+        # The session counts as accepted while its handler still runs.
+        assert (stats["sessions_accepted"], stats["sessions_rejected"]) == (1, 0)
+        for key in SERVER_COUNTERS:
             assert f"pywebtransport_server_{key}_total {float(stats[key])}" in lines
+        assert "pywebtransport_server_sessions_accepted_total 1.0" in lines
         assert "pywebtransport_server_connections_accepted_total 1.0" in lines
         assert "pywebtransport_server_sessions_requested_total 1.0" in lines
         assert any(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._engine import engine_factory, server_settings
 from ..config import PemCertificate, ServerConfig
 from ..connection import WebTransportConnection
+from ..events import Event, EventType
 from ..exceptions import ServerError
 from ..protocol import LocalLimits, WebTransportProtocol
 from ..protocol import events as ev
@@ -514,16 +515,18 @@ class WebTransportServer:
             return None
         return chosen if chosen in offered else None
 
+    def _count_accepted(self, _event: Event) -> None:
+        self._stats.sessions_accepted += 1
+
     async def _run_session(self, session: WebTransportSession) -> None:
         try:
             if self.app is None:
                 reject_session(session, status=404)
                 self._stats.sessions_rejected += 1
                 return
-            accepted = await self.app.handle(session)
-            if accepted:
-                self._stats.sessions_accepted += 1
-            else:
+            # Counted as soon as the session is accepted, not when its handler returns.
+            session.once(EventType.SESSION_READY, self._count_accepted)
+            if not await self.app.handle(session):
                 self._stats.sessions_rejected += 1
         except asyncio.CancelledError:
             await session.close(code=0, reason="server shutting down")
