@@ -255,3 +255,26 @@ async def test_black_hole_ends_both_sides(
         assert client.stats["active_sessions"] == 0
         assert srv.connections == []
         _all_freed(refs + held.refs)
+
+
+@pytest.mark.parametrize("keep_alive", [True, False], ids=["keep-alive", "no-keep-alive"])
+async def test_a_silent_peer_ends_the_session_alike_with_or_without_keep_alive(
+    hold_server: tuple[WebTransportServer, Held], keep_alive: bool
+) -> None:
+    # With keep-alive the connection's liveness deadline notices the silence; without it, the
+    # QUIC engine's idle timer does. The session ends with the same code and reason either way.
+    srv, _ = hold_server
+    host, port = srv.local_address[:2]
+    async with (
+        LossyRelay((host, port)) as relay,
+        WebTransportClient(config=_client_config(keep_alive=keep_alive)) as client,
+    ):
+        rhost, rport = relay.address
+        session = await client.connect(url=f"https://{rhost}:{rport}/hold")
+        relay.black_hole = True
+        async with asyncio.timeout(IDLE + SLACK):
+            await session.wait_closed()
+    assert (session.close_code, session.close_reason) == (
+        0,
+        f"connection closed: no packet from the peer in {IDLE:g} s",
+    )

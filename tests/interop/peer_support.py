@@ -502,10 +502,9 @@ class PeerRestarted:
 
     @property
     def by_idle_timeout(self) -> bool:
-        """Whether the close reason is an idle timeout: our watchdog's ("no packet from the
-        peer") or the QUIC engine's ("Idle timeout"), whichever fired first."""
-        reason = self.close[1] or ""
-        return "no packet from the peer" in reason or "Idle timeout" in reason
+        """Whether the session ended for hearing nothing from the peer (code 0, "no packet
+        from the peer": the liveness deadline's or the QUIC engine's idle timer's end)."""
+        return self.close[0] == 0 and "no packet from the peer" in (self.close[1] or "")
 
 
 async def restart_peer_server_under_our_client(

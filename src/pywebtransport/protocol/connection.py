@@ -48,6 +48,7 @@ from .quic import (
     EngineTerminated,
     PathStats,
     QuicEngine,
+    no_packet_from_peer,
 )
 from .session import SessionPhase, SessionState
 from .settings import (
@@ -196,9 +197,9 @@ class WebTransportProtocol(Http3Layer):
 
     def handle_timer(self, now: float) -> None:
         """Run timers due at ``now``."""
-        deadline = self._liveness_deadline()
-        if deadline is not None and deadline <= now:  # before QUIC's idle timer, due as well
-            self._lost(f"no packet from the peer in {self.liveness_timeout:g} s")
+        deadline, timeout = self._liveness_deadline(), self.liveness_timeout
+        if deadline is not None and timeout is not None and deadline <= now:
+            self._lost(no_packet_from_peer(timeout))  # before QUIC's idle timer, due as well
         engine_timer = self.engine.get_timer()
         if engine_timer is not None and engine_timer <= now:
             self.engine.handle_timer(now)
@@ -248,10 +249,10 @@ class WebTransportProtocol(Http3Layer):
             return None
         return last + timeout
 
-    def _lost(self, reason: str) -> None:
+    def _lost(self, end: EngineTerminated) -> None:
         """The peer is gone: end here (the engine's close goes out, if anyone still listens)."""
-        self.engine.close(0, reason)
-        self._on_terminated(EngineTerminated(0, reason, False))
+        self.engine.close(end.error_code, end.reason)
+        self._on_terminated(end)
 
     def pop_events(self) -> list[ev.ProtocolEvent]:
         """Events produced since the last call, oldest first."""

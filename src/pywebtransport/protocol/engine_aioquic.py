@@ -41,6 +41,7 @@ from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 from .packets import stateless_reset_token
 from .pmtu import PROBE_TIMEOUT_PTOS, PathMtuSearch
 from .quic import (
+    ENGINE_IDLE_REASON,
     STATELESS_RESET_CODE,
     Address,
     ConfiguredFactory,
@@ -56,6 +57,7 @@ from .quic import (
     PathStats,
     QuicSettings,
     Traffic,
+    no_packet_from_peer,
 )
 from .session import grant_due
 
@@ -523,6 +525,10 @@ class AioquicEngine:
             return EngineHandshakeCompleted(event.alpn_protocol)
         if isinstance(event, qe.ConnectionTerminated):
             self._terminated = True
+            if event.reason_phrase == ENGINE_IDLE_REASON and not self._closed_locally:
+                # Its idle timer: the same end as the connection's own liveness deadline.
+                idle = self._quic._configuration.idle_timeout  # engine internals
+                return no_packet_from_peer(idle)
             return EngineTerminated(event.error_code, event.reason_phrase, not self._closed_locally)
         if isinstance(event, qe.ConnectionIdIssued):
             return EngineConnectionIdIssued(event.connection_id)

@@ -21,6 +21,10 @@ Address = Any  # (host, port) or (host, port, flowinfo, scope_id)
 STATELESS_RESET_CODE = -1
 """The ``error_code`` of :class:`EngineTerminated` when the peer sent a stateless reset."""
 
+ENGINE_IDLE_REASON = "Idle timeout"
+"""The reason aioquic and qh3 give (with code 1, INTERNAL_ERROR) when their idle timer ended a
+connection."""
+
 
 @dataclass(slots=True)
 class EngineStreamData:
@@ -56,6 +60,15 @@ class EngineTerminated:
     error_code: int
     reason: str
     by_peer: bool
+
+
+def no_packet_from_peer(seconds: float) -> EngineTerminated:
+    """The end of a connection that heard nothing from its peer for ``seconds``.
+
+    The connection's liveness deadline and an engine's idle timer both end that way, so a
+    session closes with the same code (0) and reason whichever of them fired first.
+    """
+    return EngineTerminated(0, f"no packet from the peer in {seconds:g} s", False)
 
 
 @dataclass(slots=True)
