@@ -1,17 +1,15 @@
 """The three benchmark workloads on the upstream PyPI release ``pywebtransport==0.21.1``.
 
 0.21.1 is a different stack from this tree: a Rust core on quinn behind an asyncio API, draft-15
-WebTransport only, Python >= 3.12. It therefore runs from a virtualenv of its own, which this
-module creates once (``setup``, or on first use from ``run.py --baseline-021``)::
+WebTransport only, Python >= 3.12. It therefore runs from the peers' virtualenv, ``.venv/peers``,
+which ``scripts/peers-venv.sh`` makes (the interop tests use it too; it holds
+``pywebtransport==0.21.1`` and ``cryptography``, for the shared certificate helper)::
 
     .venv/bin/python benchmarks/baseline_021.py setup [--python312 PYTHON]   # prints its python
     .venv/bin/python benchmarks/baseline_021.py [--json]       # re-runs itself in that virtualenv
 
-The virtualenv lives in ``~/.cache/pywebtransport-benchmarks/pwt021-venv`` (``$XDG_CACHE_HOME``
-is honoured; ``--venv DIR`` or ``$PWT021_VENV`` override it), outside the repository, and holds
-``pywebtransport==0.21.1`` and ``cryptography`` (for the shared certificate helper). The
-interpreter is ``--python312`` (or ``$PYTHON312``), else a 3.12 that pyenv knows, else
-``python3.12`` on ``PATH``.
+The interpreter it is made with is ``--python312`` (or ``$PYTHON312``), else a 3.12 that pyenv
+knows, else ``python3.12`` on ``PATH``.
 
 Both ends are 0.21.1: the server is ``WebTransportServer`` + ``incoming_connections()`` +
 ``incoming_sessions()`` (0.21.1 has no ``ServerApp``; ``/echo`` is accepted, anything else is
@@ -27,7 +25,6 @@ import asyncio
 import contextlib
 import importlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -52,10 +49,12 @@ from floor_aioquic import (
 )
 
 VERSION = "0.21.1"
-REQUIREMENTS = (f"pywebtransport=={VERSION}", "cryptography")
 MIN_PYTHON = (3, 12)
 SETUP_TIMEOUT = 600.0
 """Upper bound on creating the virtualenv and installing into it."""
+ROOT = Path(__file__).resolve().parent.parent
+PEERS_VENV_SCRIPT = ROOT / "scripts" / "peers-venv.sh"
+PEERS_PYTHON = ROOT / ".venv" / "peers" / "bin" / "python"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,147 +66,37 @@ class SetupError(RuntimeError):
     """The 0.21.1 virtualenv could not be found or created (the message says why)."""
 
 
-def default_venv() -> Path:
-    """Return where the 0.21.1 virtualenv is cached (outside the repository)."""
-    if override := os.environ.get("PWT021_VENV"):
-        return Path(override).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache).expanduser() / "pywebtransport-benchmarks" / "pwt021-venv"
+def ensure_venv(python312: str | None = None) -> str:
+    """Return the Python of the peers' virtualenv (``.venv/peers``), creating it when needed.
 
-
-def _python_version(python: str) -> tuple[int, int] | None:
-    """Return ``(major, minor)`` of an interpreter, or ``None`` when it does not run."""
-    try:
-        completed = subprocess.run(
-            [python, "-c", "import sys; print(*sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    words = completed.stdout.split()
-    if completed.returncode != 0 or len(words) != 2:
-        return None
-    return int(words[0]), int(words[1])
-
-
-def _pyenv_candidates() -> list[str]:
-    """Return the Python 3.12 interpreters pyenv knows, newest first."""
-    found: list[str] = []
-    pyenv = shutil.which("pyenv") or str(Path.home() / ".pyenv" / "bin" / "pyenv")
-    if Path(pyenv).is_file():
-        try:
-            versions = subprocess.run(
-                [pyenv, "versions", "--bare"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            ).stdout.split()
-        except (OSError, subprocess.TimeoutExpired):
-            versions = []
-        for version in sorted((v for v in versions if v.startswith("3.12")), reverse=True):
-            env = dict(os.environ, PYENV_VERSION=version)
-            try:
-                completed = subprocess.run(
-                    [pyenv, "which", "python3.12"],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=30,
-                    check=False,
-                )
-            except (OSError, subprocess.TimeoutExpired):
-                continue
-            if completed.returncode == 0 and completed.stdout.strip():
-                found.append(completed.stdout.strip())
-    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
-    found += [str(p) for p in sorted(root.glob("versions/3.12*/bin/python3.12"), reverse=True)]
-    return found
-
-
-def find_python312(explicit: str | None = None) -> str:
-    """Return a Python >= 3.12 to build the virtualenv with, or raise :class:`SetupError`.
+    ``scripts/peers-venv.sh`` makes it (the interop tests use the same one): Python 3.12 with
+    pywebtransport 0.21.1 and cryptography among the peers it holds.
 
     Args:
-        explicit: ``--python312``; when given it is the only candidate (``$PYTHON312`` likewise).
-    """
-    explicit = explicit or os.environ.get("PYTHON312")
-    if explicit:
-        candidates = [shutil.which(explicit) or explicit]
-    else:
-        candidates = _pyenv_candidates()
-        if on_path := shutil.which("python3.12"):
-            candidates.append(on_path)
-    for candidate in candidates:
-        version = _python_version(candidate)
-        if version is not None and version >= MIN_PYTHON:
-            return candidate
-    if explicit:
-        raise SetupError(
-            f"--python312 {explicit}: not a runnable Python >= 3.12 "
-            f"(pywebtransport {VERSION} needs Python >= 3.12)"
-        )
-    raise SetupError(
-        f"no Python 3.12 found for the pywebtransport {VERSION} baseline (it needs Python >= "
-        "3.12): looked in pyenv (`pyenv versions`, ~/.pyenv/versions/3.12*) and for python3.12 "
-        "on PATH; install one (e.g. `pyenv install 3.12`) or pass --python312 /path/to/python3.12"
-    )
-
-
-def _venv_ready(python: Path) -> bool:
-    """Return True when ``python`` runs and imports 0.21.1 and cryptography."""
-    if not python.is_file():
-        return False
-    probe = (
-        "import cryptography, pywebtransport, sys; "
-        f"sys.exit(pywebtransport.__version__ != {VERSION!r})"
-    )
-    try:
-        completed = subprocess.run(
-            [str(python), "-c", probe], capture_output=True, timeout=60, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return completed.returncode == 0
-
-
-def ensure_venv(python312: str | None = None, venv: Path | None = None) -> str:
-    """Return the Python of the 0.21.1 virtualenv, creating it first when needed.
-
-    Args:
-        python312: The interpreter to create it with (default: :func:`find_python312`).
-        venv: Its directory (default: :func:`default_venv`).
+        python312: The interpreter to create it with (``$PYTHON312`` for the script; default:
+            the script's search: pyenv, then ``python3.12`` on ``PATH``).
 
     Raises:
-        SetupError: No Python >= 3.12, or ``venv``/``pip install`` failed (with pip's output).
+        SetupError: The script failed (its messages are in the error).
     """
-    venv = venv or default_venv()
-    python = venv / "bin" / "python"
-    if _venv_ready(python):
-        return str(python)
-    base = find_python312(python312)
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    sys.stderr.write(f"creating the pywebtransport {VERSION} virtualenv {venv} with {base}\n")
-    steps = (
-        [base, "-m", "venv", "--clear", str(venv)],
-        [str(python), "-m", "pip", "install", "--quiet", *REQUIREMENTS],
-    )
-    for step in steps:
-        try:
-            completed = subprocess.run(
-                step, capture_output=True, text=True, timeout=SETUP_TIMEOUT, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise SetupError(f"{' '.join(step)}: no result within {SETUP_TIMEOUT:.0f} s") from exc
-        if completed.returncode != 0:
-            tail = "\n".join((completed.stdout + completed.stderr).strip().splitlines()[-15:])
-            raise SetupError(f"{' '.join(step)} failed (exit {completed.returncode}):\n{tail}")
-    if not _venv_ready(python):
-        raise SetupError(f"{venv}: pywebtransport {VERSION} does not import after installation")
-    return str(python)
+    env = dict(os.environ)
+    if python312:
+        env["PYTHON312"] = python312
+    try:
+        completed = subprocess.run(
+            ["bash", str(PEERS_VENV_SCRIPT)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=SETUP_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise SetupError(f"{PEERS_VENV_SCRIPT}: no result within {SETUP_TIMEOUT:.0f} s") from exc
+    if completed.returncode != 0:
+        tail = "\n".join(completed.stderr.strip().splitlines()[-15:])
+        raise SetupError(f"{PEERS_VENV_SCRIPT} failed (exit {completed.returncode}):\n{tail}")
+    return str(PEERS_PYTHON)
 
 
 def _is_baseline_python() -> bool:
@@ -383,8 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=f"Benchmark workloads on pywebtransport {VERSION}")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--python312", metavar="PYTHON", help="Python >= 3.12 for the virtualenv")
-    parser.add_argument("--venv", metavar="DIR", type=Path, help="the virtualenv's directory")
+    parser.add_argument("--python312", metavar="PYTHON", help="Python 3.12 for the virtualenv")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("setup", help="create the 0.21.1 virtualenv if needed, print its python")
     server = commands.add_parser("server", help=f"run the {VERSION} echo server")
@@ -394,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "setup" or not _is_baseline_python():
         try:
-            python = ensure_venv(args.python312, args.venv)
+            python = ensure_venv(args.python312)
         except SetupError as exc:
             sys.stderr.write(f"baseline_021.py: {exc}\n")
             return 2

@@ -3,11 +3,12 @@
 Each round runs, one after the other, the floor (``floor_aioquic.py``: raw aioquic), this
 project's implementation (when ``pywebtransport`` imports), with ``--baseline-071`` the PyPI
 release 0.7.1 from another virtualenv, and with ``--baseline-021`` the upstream PyPI release
-0.21.1 (Rust core, Python 3.12) from a virtualenv that ``baseline_021.py`` creates once and caches
-in ``~/.cache``. Every run is a separate client process that spawns its own server process, so
-client and server never share a core and no state survives between runs. Then the medians over
-the rounds are printed with ratios to the floor (ratio > 1 means better than the floor; for
-connect time the ratio is floor / implementation), and ours against each PyPI release.
+0.21.1 (Rust core, Python 3.12) from the peers' virtualenv ``.venv/peers`` (made by
+``scripts/peers-venv.sh`` when missing). Every run is a separate client process that spawns its
+own server process, so client and server never share a core and no state survives between runs.
+Then the medians over the rounds are printed with ratios to the floor (ratio > 1 means better than
+the floor; for connect time the ratio is floor / implementation), and ours against each PyPI
+release.
 
 Usage::
 
@@ -392,8 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline-021",
         action="store_true",
-        help="also run upstream pywebtransport==0.21.1 (baseline_021.py; its Python 3.12 "
-        "virtualenv is created once under ~/.cache/pywebtransport-benchmarks)",
+        help="also run upstream pywebtransport==0.21.1 (baseline_021.py, in the Python 3.12 "
+        "virtualenv .venv/peers that scripts/peers-venv.sh makes)",
     )
     parser.add_argument(
         "--python312",
