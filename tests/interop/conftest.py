@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.certs import make_cert
+from tests.interop.peer_process import STARTED, forget_started
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Upper bound on making the peers' virtualenv (a no-op when it is ready).
@@ -97,3 +98,20 @@ def peers_python() -> str:
             pytrace=False,
         )
     return str(ROOT / ".venv" / "peers" / "bin" / "python")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    forget_started()  # before the test's fixtures start any peer
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report carries what each peer process it started printed."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.failed:
+        for process in STARTED:
+            returncode = process.process.returncode
+            title = f"peer {process.name} (exit {returncode})"
+            report.sections.append((title, process.output()))

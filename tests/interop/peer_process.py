@@ -34,10 +34,21 @@ class PeerError(AssertionError):
     """A peer process failed, or did not say what was expected in time (its output attached)."""
 
 
+#: Every peer process started, until :func:`forget_started` (the interop conftest attaches
+#: their output to the report of a test that failed).
+STARTED: list[PeerProcess] = []
+
+
+def forget_started() -> None:
+    """Clear :data:`STARTED` (before each test)."""
+    STARTED.clear()
+
+
 class PeerProcess:
     """One running peer script: its process and the lines it printed so far."""
 
     def __init__(self, name: str, process: asyncio.subprocess.Process) -> None:
+        STARTED.append(self)
         self.name = name
         self.process = process
         self.lines: list[str] = []

@@ -104,9 +104,11 @@ class Served:
         handle: Callable[[Any], Coroutine[Any, Any, None]],
     ) -> None:
         async def loop() -> None:
-            with contextlib.suppress(wt.WebTransportError):
+            try:
                 while True:
                     self.tasks.spawn(handle(await accept()))
+            except wt.WebTransportError as error:  # the session ended (said in case it did not)
+                note(f"{self.record['path']}: accept loop ended: {error_info(error)}")
 
         self.tasks.spawn(loop())
 
