@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -22,6 +22,7 @@ from pywebtransport.server.app import Middleware
 from pywebtransport.server.middleware import RateLimiter
 from tests.certs import CertBundle
 from tests.conftest import T, build_app, serving, url
+from tests.server.conftest import AccessRecords
 
 
 class FakeClock:
@@ -32,33 +33,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class AccessRecords(logging.Handler):
-    """Collects ``pywebtransport.access`` records and lets a test await the next one."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.queue: asyncio.Queue[logging.LogRecord] = asyncio.Queue()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.queue.put_nowait(record)
-
-    async def next(self) -> logging.LogRecord:
-        async with asyncio.timeout(T):
-            return await self.queue.get()
-
-
-@pytest.fixture
-def access() -> Iterator[AccessRecords]:
-    logger = logging.getLogger("pywebtransport.access")
-    handler = AccessRecords()
-    old_level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
 
 
 def app_with(cert: CertBundle, *middleware: Middleware) -> ServerApp:

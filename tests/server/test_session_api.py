@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,32 +20,7 @@ from pywebtransport import (
 from pywebtransport.constants import H3ErrorCode
 from tests.certs import CertBundle
 from tests.conftest import T, build_app, echo_ok, serving, url
-
-
-class AccessRecords(logging.Handler):
-    """The ``pywebtransport.access`` records, awaitable one by one."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.queue: asyncio.Queue[logging.LogRecord] = asyncio.Queue()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.queue.put_nowait(record)
-
-    async def next(self) -> logging.LogRecord:
-        async with asyncio.timeout(T):
-            return await self.queue.get()
-
-
-@pytest.fixture
-def access() -> Iterator[AccessRecords]:
-    logger = logging.getLogger("pywebtransport.access")
-    handler, old_level = AccessRecords(), logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
+from tests.server.conftest import AccessRecords
 
 
 async def test_middleware_chooses_the_success_status_and_headers(
