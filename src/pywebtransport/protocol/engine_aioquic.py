@@ -41,7 +41,6 @@ from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 from .packets import stateless_reset_token
 from .pmtu import PROBE_TIMEOUT_PTOS, PathMtuSearch
 from .quic import (
-    ENGINE_IDLE_REASON,
     STATELESS_RESET_CODE,
     Address,
     ConfiguredFactory,
@@ -57,7 +56,7 @@ from .quic import (
     PathStats,
     QuicSettings,
     Traffic,
-    no_packet_from_peer,
+    engine_terminated,
 )
 from .session import grant_due
 
@@ -525,11 +524,12 @@ class AioquicEngine:
             return EngineHandshakeCompleted(event.alpn_protocol)
         if isinstance(event, qe.ConnectionTerminated):
             self._terminated = True
-            if event.reason_phrase == ENGINE_IDLE_REASON and not self._closed_locally:
-                # Its idle timer: the same end as the connection's own liveness deadline.
-                idle = self._quic._configuration.idle_timeout  # engine internals
-                return no_packet_from_peer(idle)
-            return EngineTerminated(event.error_code, event.reason_phrase, not self._closed_locally)
+            return engine_terminated(
+                event.error_code,
+                event.reason_phrase,
+                closed_locally=self._closed_locally,
+                idle_timeout=self._quic._configuration.idle_timeout,  # engine internals
+            )
         if isinstance(event, qe.ConnectionIdIssued):
             return EngineConnectionIdIssued(event.connection_id)
         if isinstance(event, qe.ConnectionIdRetired):

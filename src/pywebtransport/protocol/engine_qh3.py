@@ -120,7 +120,6 @@ from qh3.tls import (
 from .codec import decode_varint, encode_varint
 from .packets import stateless_reset_token
 from .quic import (
-    ENGINE_IDLE_REASON,
     STATELESS_RESET_CODE,
     Address,
     ConfiguredFactory,
@@ -136,8 +135,8 @@ from .quic import (
     PathStats,
     QuicSettings,
     Traffic,
+    engine_terminated,
     file_stamp,
-    no_packet_from_peer,
 )
 from .wire import H3ErrorCode
 
@@ -728,11 +727,12 @@ class Qh3Engine:
                 and not event.reason_phrase
             ):
                 return EngineTerminated(STATELESS_RESET_CODE, "stateless reset", True)
-            if event.reason_phrase == ENGINE_IDLE_REASON and not self._closed_locally:
-                # Its idle timer: the same end as the connection's own liveness deadline.
-                idle = self._quic._configuration.idle_timeout  # engine internals
-                return no_packet_from_peer(idle)
-            return EngineTerminated(event.error_code, event.reason_phrase, not self._closed_locally)
+            return engine_terminated(
+                event.error_code,
+                event.reason_phrase,
+                closed_locally=self._closed_locally,
+                idle_timeout=self._quic._configuration.idle_timeout,  # engine internals
+            )
         if isinstance(event, qe.ConnectionIdIssued):
             return EngineConnectionIdIssued(event.connection_id)
         if isinstance(event, qe.ConnectionIdRetired):

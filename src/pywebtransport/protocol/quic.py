@@ -62,6 +62,19 @@ class EngineTerminated:
     by_peer: bool
 
 
+def engine_terminated(
+    error_code: int, reason: str, *, closed_locally: bool, idle_timeout: float
+) -> EngineTerminated:
+    """What an engine adapter reports for its engine's end of the connection.
+
+    ``closed_locally``: we asked for the close (else the peer ended it, or the engine's idle
+    timer did, which is reported as :func:`no_packet_from_peer` of ``idle_timeout``).
+    """
+    if reason == ENGINE_IDLE_REASON and not closed_locally:
+        return no_packet_from_peer(idle_timeout)
+    return EngineTerminated(error_code, reason, not closed_locally)
+
+
 def no_packet_from_peer(seconds: float) -> EngineTerminated:
     """The end of a connection that heard nothing from its peer for ``seconds``.
 
